@@ -1,0 +1,60 @@
+"""Backends turn (ModelSpec, RunConfig, device) into a ``LoadedModel`` ready to generate.
+
+Each backend module exposes ``available(config, device) -> str | None`` (the reason it cannot run
+here, or None) and ``load(spec, config, device) -> LoadedModel``. Dispatch is a table lookup on the
+config's ``backend`` key, so adding a backend is one module plus one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from perf.config import ModelSpec, RunConfig
+from perf.device import DeviceInfo
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for ``generate`` plus the facts reports need about how it was loaded."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    spec: ModelSpec
+    config: RunConfig
+    device: DeviceInfo
+    dtype: str
+    parameters: int
+    load_s: float
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos]
+        return tuple(int(i) for i in ids if i is not None)
+
+
+def _module(backend: str) -> ModuleType:
+    import importlib
+
+    modules: dict[str, str] = {"hf": "perf.backends.hf"}
+    return importlib.import_module(modules[backend])
+
+
+def unavailable_reason(config: RunConfig, device: DeviceInfo) -> str | None:
+    check: Callable[[RunConfig, DeviceInfo], str | None] = _module(config.backend).available
+    return check(config, device)
+
+
+def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
+    loader: Callable[[ModelSpec, RunConfig, DeviceInfo], LoadedModel] = _module(
+        config.backend
+    ).load
+    return loader(spec, config, device)

