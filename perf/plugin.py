@@ -1,0 +1,229 @@
+"""The pytest plugin: options, markers, parametrisation, skips and the end-of-session report.
+
+Thin by design: it turns pytest's config into a frozen ``RunOptions`` once, keeps one
+``PerfSession`` in ``config.stash`` and calls the library. Nothing heavy is imported here, so
+``pytest --help`` and plain unit-test runs never touch torch or a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from perf.config import Settings, load_settings, parse_name_list
+from perf.errors import ConfigError
+from perf.result import BenchmarkResult
+from perf.session import Case, PerfSession, RunOptions
+
+BENCHMARK_FLAG = "--benchmark"
+SOAK_FLAG = "--soak"
+MARKERS = {
+    "benchmark": "real generation benchmark; runs only with --benchmark",
+    "gpu": "needs CUDA; skipped with a reason where CUDA is absent",
+    "soak": "long-running soak test; runs only with --soak",
+    "deepspeed": "exercises the DeepSpeed inference backend",
+    "quantized": "exercises a quantized configuration",
+}
+SKIP_BENCHMARK = f"benchmark: real generation runs only with {BENCHMARK_FLAG} (pytest {BENCHMARK_FLAG})"
+SKIP_SOAK = f"soak: long-running, runs only with {SOAK_FLAG}"
+SKIP_GPU = "gpu: needs CUDA, which is not available on this machine"
+
+SESSION_KEY = pytest.StashKey[PerfSession]()
+WRITTEN_KEY = pytest.StashKey[list[Path]]()
+
+
+def parse_positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be an integer >= 1")
+    return number
+
+
+def parse_nonnegative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be an integer >= 0")
+    return number
+
+
+def parse_names(value: str) -> tuple[str, ...]:
+    try:
+        return parse_name_list(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("genperf", "genperf: LLM generation performance")
+    group.addoption(BENCHMARK_FLAG, action="store_true", default=False,
+                    help="Run the generation benchmarks (tests marked 'benchmark'). "
+                    "Default: %(default)r")
+    group.addoption(SOAK_FLAG, action="store_true", default=False,
+                    help="Run the long soak tests (marked 'soak'). Default: %(default)r")
+    group.addoption("--perf-model", metavar="NAME|PATH", default=None,
+                    help="Model: 'embedded' (SmolLM2-135M-Instruct, offline), 'tiny', a local "
+                    "folder or a hub id. Default: [tool.genperf] model, else 'embedded'")
+    group.addoption("--perf-configs", metavar="A,B", type=parse_names, default=None,
+                    help="Configs to run, comma-separated. Default: [tool.genperf] configs")
+    group.addoption("--perf-workloads", metavar="A,B", type=parse_names, default=None,
+                    help="Workloads to run, comma-separated. Default: [tool.genperf] workloads")
+    group.addoption("--perf-device", metavar="DEVICE", default=None,
+                    help="auto, cpu, cuda or cuda:N. Default: [tool.genperf] device, else 'auto'")
+    group.addoption("--perf-rounds", metavar="N", type=parse_positive_int, default=None,
+                    help="Measured rounds per test. Default: [tool.genperf] rounds, else 5")
+    group.addoption("--perf-warmup", metavar="N", type=parse_nonnegative_int, default=None,
+                    help="Warm-up rounds per test. Default: [tool.genperf] warmup, else 1")
+    group.addoption("--perf-report", metavar="DIR", type=Path, default=None,
+                    help="Write report.json and report.md into DIR. Default: %(default)r")
+
+
+def _pyproject(config: pytest.Config) -> Path:
+    if config.inipath is not None and config.inipath.name == "pyproject.toml":
+        return config.inipath
+    return config.rootpath / "pyproject.toml"
+
+
+def options_from_config(config: pytest.Config) -> RunOptions:
+    """Settings from [tool.genperf] with the command line's --perf-* options on top."""
+    pyproject = _pyproject(config)
+    settings = load_settings(pyproject)
+    overrides: dict[str, object] = {}
+    for option, key in (
+        ("perf_model", "model"), ("perf_configs", "configs"), ("perf_workloads", "workloads"),
+        ("perf_device", "device"), ("perf_rounds", "rounds"), ("perf_warmup", "warmup"),
+    ):
+        value = config.getoption(option)
+        if value is not None:
+            overrides[key] = value
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    settings.check()
+    # A model path given on the command line is relative to where pytest was started.
+    base = config.invocation_params.dir if "model" in overrides else pyproject.parent
+    model = settings.model_spec(base)
+    return RunOptions(
+        enabled=bool(config.getoption(BENCHMARK_FLAG.lstrip("-"))),
+        settings=settings,
+        model=model,
+        report_dir=config.getoption("perf_report"),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    try:
+        options = options_from_config(config)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"genperf: {exc}") from None
+    config.stash[SESSION_KEY] = PerfSession(options)
+    config.stash[WRITTEN_KEY] = []
+
+
+def _session(config: pytest.Config) -> PerfSession:
+    return config.stash[SESSION_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "perf_case" not in metafunc.fixturenames:
+        return
+    cases = _session(metafunc.config).cases()
+    metafunc.parametrize("perf_case", cases, ids=[case.id for case in cases])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    options = _session(config).options
+    soak = bool(config.getoption(SOAK_FLAG.lstrip("-")))
+    cuda: bool | None = None
+    for item in items:
+        if item.get_closest_marker("benchmark") and not options.enabled:
+            item.add_marker(pytest.mark.skip(reason=SKIP_BENCHMARK))
+        if item.get_closest_marker("soak") and not soak:
+            item.add_marker(pytest.mark.skip(reason=SKIP_SOAK))
+        if item.get_closest_marker("gpu"):
+            if cuda is None:
+                from perf.device import cuda_available
+
+                cuda = cuda_available()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason=SKIP_GPU))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("perf_case") if callspec else None
+    if not isinstance(case, Case) or item.get_closest_marker("skip"):
+        return
+    session = _session(item.config)
+    reason = session.skip_reason(case)
+    if reason:
+        session.record_skip(case, reason)
+        pytest.skip(f"{case.id}: {reason}")
+
+
+@pytest.fixture(scope="session")
+def perf_session(request: pytest.FixtureRequest) -> PerfSession:
+    """The run-wide session: settings, the loaded model and the results so far."""
+    return _session(request.config)
+
+
+@pytest.fixture(scope="session")
+def perf_settings(perf_session: PerfSession) -> Settings:
+    return perf_session.settings
+
+
+@pytest.fixture
+def perf_run(
+    perf_session: PerfSession, benchmark: object
+) -> Iterator[Callable[[Case], BenchmarkResult]]:
+    """Measure a case through pytest-benchmark and attach every metric to ``extra_info``."""
+
+    def run(case: Case) -> BenchmarkResult:
+        benchmark.group = case.workload.name  # type: ignore[attr-defined]
+        result = perf_session.run(case, benchmark.pedantic)  # type: ignore[attr-defined]
+        extra = benchmark.extra_info  # type: ignore[attr-defined]
+        extra.update({name: m.median for name, m in result.metrics.items()})
+        extra["genperf"] = result.to_dict()
+        perf_session.check(result)
+        return result
+
+    yield run
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    perf = session.config.stash.get(SESSION_KEY, None)
+    if perf is None or not perf.results or perf.options.report_dir is None:
+        return
+    from perf.report import write_reports
+
+    written = write_reports(
+        perf.options.report_dir, perf.results, perf.environment, perf.run_description()
+    )
+    session.config.stash[WRITTEN_KEY] = written
+    perf.release()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    perf = config.stash.get(SESSION_KEY, None)
+    if perf is None or not perf.results:
+        return
+    from perf.report import terminal_lines
+
+    terminalreporter.write_sep("=", f"genperf results ({perf.options.model.label} on "
+                               f"{perf.device.name})")
+    for line in terminal_lines(perf.results):
+        terminalreporter.write_line(line)
+    for path in config.stash.get(WRITTEN_KEY, []):
+        terminalreporter.write_line(f"genperf: wrote {path}")

@@ -1,0 +1,119 @@
+"""Reports of a session's results: the terminal table, ``report.json`` and ``report.md``.
+
+The plugin decides when to write them; this module only renders. The Markdown is also appended
+to ``$GITHUB_STEP_SUMMARY`` when that variable is set, so a CI job page shows it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from perf import __version__
+from perf.fingerprint import Fingerprint
+from perf.jsonio import dumps_stable, write_atomic
+from perf.result import BenchmarkResult
+
+REPORT_SCHEMA_VERSION = 1
+COLUMNS = (
+    "config", "workload", "tok/s (median ± IQR)", "TTFT ms", "TPOT ms", "ITL p50/p99 ms",
+    "peak mem MiB", "mean out len", "stops eos/max", "memory source",
+)
+
+
+def _peak_memory(result: BenchmarkResult) -> str:
+    for name in ("peak_gpu_memory_mib", "torch_peak_reserved_mib", "peak_rss_mib"):
+        if name in result.metrics:
+            return f"{result.metrics[name].median:.0f}"
+    return "-"
+
+
+def _median(result: BenchmarkResult, name: str, fmt: str = ".1f") -> str:
+    metric = result.metrics.get(name)
+    return format(metric.median, fmt) if metric else "-"
+
+
+def row(result: BenchmarkResult) -> tuple[str, ...]:
+    if result.skipped is not None:
+        return (result.config, result.workload, f"skipped: {result.skipped}", *[""] * 7)
+    tps = result.metrics["output_tokens_per_s"].stats
+    return (
+        result.config,
+        result.workload,
+        f"{tps.median:.1f} ± {tps.iqr:.1f} ({tps.iqr_pct:.1f}%)",
+        _median(result, "ttft_ms"),
+        _median(result, "tpot_ms", ".2f"),
+        f"{_median(result, 'itl_p50_ms', '.2f')} / {_median(result, 'itl_p99_ms', '.2f')}",
+        _peak_memory(result),
+        _median(result, "output_length_tokens"),
+        f"{result.stop_reasons.get('eos', 0)}/{result.stop_reasons.get('max_new_tokens', 0)}",
+        result.memory_source,
+    )
+
+
+def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
+    rows = [COLUMNS, *(row(r) for r in results)]
+    widths = [max(len(r[i]) for r in rows if r[i] or i < 3) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def report_document(
+    results: Sequence[BenchmarkResult], environment: Fingerprint, run: dict[str, object]
+) -> dict[str, object]:
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "genperf_version": __version__,
+        "environment": environment.to_dict(),
+        "run": run,
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> str:
+    hw = environment.hardware
+    sw = environment.software
+    device = hw.get("gpu_name") or f"{hw['cpu_model']} ({hw['cpu_cores']} cores)"
+    lines = [
+        "## genperf results",
+        "",
+        f"Hardware `{environment.slug}` — {device}; torch {sw.get('torch')}, "
+        f"transformers {sw.get('transformers')}, genperf {__version__}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"]) + "|",
+    ]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row(r)) + " |" for r in results]
+    hooks = [r for r in results if r.hook_overhead_pct is not None]
+    if hooks:
+        lines += ["", "Timing-hook overhead (hook's own time / e2e, median; e2e with hook vs a "
+                  "plain generate in the same run):", ""]
+        for r in hooks:
+            plain = "n/a" if r.plain_overhead_pct is None else f"{r.plain_overhead_pct:+.2f}%"
+            lines.append(f"- `{r.case_id}`: {r.hook_overhead_pct:.3f}% (A/B: {plain})")
+    notes = sorted({r.memory_note for r in results if r.memory_note})
+    lines += [f"\n> memory: {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(
+    directory: Path,
+    results: Sequence[BenchmarkResult],
+    environment: Fingerprint,
+    run: dict[str, object],
+) -> list[Path]:
+    json_path = directory / "report.json"
+    md_path = directory / "report.md"
+    write_atomic(json_path, dumps_stable(report_document(results, environment, run)))
+    text = markdown(results, environment)
+    write_atomic(md_path, text)
+    written = [json_path, md_path]
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(text)
+        written.append(Path(summary))
+    return written

@@ -1,0 +1,84 @@
+"""One (loaded model, workload) pair: runs generate once per call and measures it.
+
+The timed region holds only ``generate`` with the device synchronised at both ends; the seed,
+the logits-processor list and the batch are prepared before it, token counting and memory
+bookkeeping after it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from perf.backends import LoadedModel
+from perf.config import Workload
+from perf.result import RoundMeasurement
+from perf.trackers.length import count_generated
+from perf.trackers.memory import MemoryTracker, NvmlProbe
+from perf.trackers.timing import StepClock, latency_from_steps
+from perf.workload import PreparedBatch
+
+
+class GenerationRunner:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        workload: Workload,
+        batch: PreparedBatch,
+        probe: NvmlProbe | None = None,
+        probe_note: str = "",
+    ) -> None:
+        self.loaded = loaded
+        self.workload = workload
+        self.batch = batch
+        self._kwargs = workload.sampling.generate_kwargs()
+        self._clock = StepClock(loaded.device, capacity=workload.sampling.max_new_tokens)
+        self._memory = MemoryTracker(loaded.device, probe, probe_note)
+
+    def _generate(self, with_clock: bool):  # type: ignore[no-untyped-def]
+        import torch
+        from transformers import LogitsProcessorList
+
+        torch.manual_seed(self.workload.sampling.seed)
+        processors = LogitsProcessorList([self._clock] if with_clock else [])
+        device = self.loaded.device
+        with torch.inference_mode():
+            device.synchronize()
+            if with_clock:
+                self._clock.start()
+            started = time.perf_counter()
+            sequences = self.loaded.model.generate(
+                input_ids=self.batch.input_ids,
+                attention_mask=self.batch.attention_mask,
+                logits_processor=processors,
+                **self._kwargs,
+            )
+            device.synchronize()
+            elapsed = time.perf_counter() - started
+            if with_clock:
+                self._clock.stop()
+        return sequences, elapsed
+
+    def measure(self) -> RoundMeasurement:
+        """One fully instrumented generate call."""
+        with self._memory.track():
+            sequences, elapsed_s = self._generate(with_clock=True)
+        lengths = count_generated(
+            sequences,
+            self.batch.padded_length,
+            self.loaded.eos_token_ids,
+            self.workload.sampling.max_new_tokens,
+        )
+        times = self._clock.times()
+        assert self._memory.result is not None
+        return RoundMeasurement(
+            e2e_ms=elapsed_s * 1e3,
+            latency=latency_from_steps(times, lengths.lengths),
+            lengths=lengths,
+            memory=self._memory.result,
+            hook_self_ms=times.hook_self_s * 1e3,
+        )
+
+    def plain_e2e_ms(self) -> float:
+        """A plain timed generate (no hook, no sampler): the reference for the hook's cost."""
+        _, elapsed_s = self._generate(with_clock=False)
+        return elapsed_s * 1e3

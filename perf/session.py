@@ -1,0 +1,203 @@
+"""Run-wide state of one benchmark session: options, the loaded model, and the results so far.
+
+``PerfSession`` is built from a frozen ``RunOptions`` (never from a pytest config), so it works and
+is tested without pytest. It loads each config's model once, opens NVML before any model is
+loaded (the pre-load memory level), runs cases and collects their results for the reports.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from perf import backends
+from perf.backends import LoadedModel
+from perf.config import ModelSpec, RunConfig, Settings, Workload
+from perf.device import DeviceInfo, resolve_device, unavailable_reason
+from perf.errors import GenperfError
+from perf.fingerprint import Fingerprint, fingerprint
+from perf.result import BenchmarkResult, RoundMeasurement
+from perf.runner import GenerationRunner
+from perf.trackers.memory import NvmlProbe, pci_bus_id
+from perf.workload import Prompt, load_prompts, prepare_batch, select_prompts
+
+log = logging.getLogger(__name__)
+
+# The callable pytest-benchmark's fixture exposes as ``benchmark.pedantic``.
+Pedantic = Callable[..., object]
+
+
+class HookOverheadError(GenperfError):
+    """The timing hook cost more than the configured share of generate's wall time."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a session needs, resolved and validated (settings with CLI overrides applied)."""
+
+    enabled: bool
+    settings: Settings
+    model: ModelSpec
+    report_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    config: RunConfig
+    workload: Workload
+
+    @property
+    def id(self) -> str:
+        return f"{self.config.name}-{self.workload.name}"
+
+
+class PerfSession:
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.settings = options.settings
+        self.device: DeviceInfo = resolve_device(self.settings.device)
+        self.results: list[BenchmarkResult] = []
+        self._loaded: LoadedModel | None = None
+        self._load_errors: dict[str, GenperfError] = {}
+        self._prompts: tuple[Prompt, ...] | None = None
+        self._probe: NvmlProbe | None = None
+        self._probe_note = ""
+        self._fingerprint: Fingerprint | None = None
+        self._started = False
+
+    def cases(self) -> list[Case]:
+        """Config-major order, so each config's model is loaded once."""
+        s = self.settings
+        return [
+            Case(s.config_defs[c], s.workload_defs[w]) for c in s.configs for w in s.workloads
+        ]
+
+    def start(self) -> None:
+        """Read the device's memory level before any model is loaded (CUDA only)."""
+        if self._started:
+            return
+        self._started = True
+        if self.device.is_cuda and unavailable_reason(self.device) is None:
+            self._probe, self._probe_note = NvmlProbe.open(pci_bus_id(self.device))
+            if self._probe is None:
+                log.warning("%s; GPU memory falls back to torch.cuda counters", self._probe_note)
+
+    @property
+    def environment(self) -> Fingerprint:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.device)
+        return self._fingerprint
+
+    def skip_reason(self, case: Case) -> str | None:
+        return unavailable_reason(self.device) or backends.unavailable_reason(
+            case.config, self.device
+        )
+
+    def prompts(self) -> tuple[Prompt, ...]:
+        if self._prompts is None:
+            self._prompts = load_prompts(self.settings.prompts)
+        return self._prompts
+
+    def loaded(self, config: RunConfig) -> LoadedModel:
+        """The model for ``config``, loaded once; the previous config's model is released."""
+        if config.name in self._load_errors:
+            raise self._load_errors[config.name]
+        if self._loaded is not None and self._loaded.config == config:
+            return self._loaded
+        self.release()
+        self.start()
+        try:
+            self._loaded = backends.load(self.options.model, config, self.device)
+        except GenperfError as exc:
+            self._load_errors[config.name] = exc
+            raise
+        return self._loaded
+
+    def release(self) -> None:
+        if self._loaded is None:
+            return
+        self._loaded = None
+        gc.collect()
+        if self.device.is_cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def runner(self, case: Case) -> GenerationRunner:
+        loaded = self.loaded(case.config)
+        batch = prepare_batch(
+            loaded.tokenizer, select_prompts(self.prompts(), case.workload), self.device.name
+        )
+        return GenerationRunner(loaded, case.workload, batch, self._probe, self._probe_note)
+
+    def run(self, case: Case, pedantic: Pedantic) -> BenchmarkResult:
+        """Warm-up and measured rounds through ``pedantic``; each measured round is preceded by a
+        plain generate (pedantic's untimed ``setup``) so the hook's cost is measured in-run."""
+        runner = self.runner(case)
+        measured: list[RoundMeasurement] = []
+        plain_ms: list[float] = []
+        rounds = self.settings.rounds
+
+        calls = 0
+
+        def setup() -> None:
+            nonlocal calls
+            calls += 1
+            if calls > self.settings.warmup:  # warm-up rounds need no plain reference
+                plain_ms.append(runner.plain_e2e_ms())
+
+        def one_round() -> None:
+            measured.append(runner.measure())
+
+        pedantic(
+            one_round, setup=setup, rounds=rounds, warmup_rounds=self.settings.warmup, iterations=1
+        )
+        # pedantic runs the warm-up rounds first; a disabled benchmark fixture runs one round only.
+        kept = measured[-rounds:]
+        loaded = runner.loaded
+        result = BenchmarkResult.from_rounds(
+            model=loaded.spec.label,
+            config=case.config.name,
+            workload=case.workload.name,
+            device=self.device.name,
+            dtype=loaded.dtype,
+            rounds=kept,
+            plain_e2e_ms=plain_ms[-len(kept) :],
+        )
+        self.results.append(result)
+        return result
+
+    def check(self, result: BenchmarkResult) -> None:
+        """In-run checks that fail the result's own test (after it has been recorded)."""
+        limit = self.settings.max_hook_overhead_pct
+        if result.hook_overhead_pct is not None and result.hook_overhead_pct > limit:
+            raise HookOverheadError(
+                f"{result.case_id}: the timing hook took {result.hook_overhead_pct:.2f}% of generate's"
+                f" wall time, above max_hook_overhead_pct = {limit}% ([tool.genperf]); its"
+                " timestamps would distort what they measure"
+            )
+
+    def record_skip(self, case: Case, reason: str) -> None:
+        self.results.append(
+            BenchmarkResult.skipped_result(
+                model=self.options.model.label,
+                config=case.config.name,
+                workload=case.workload.name,
+                device=self.device.name,
+                reason=reason,
+            )
+        )
+
+    def run_description(self) -> dict[str, object]:
+        s = self.settings
+        return {
+            "model": self.options.model.to_dict(),
+            "device": self.device.name,
+            "rounds": s.rounds,
+            "warmup": s.warmup,
+            "configs": {name: s.config_defs[name].to_dict() for name in s.configs},
+            "workloads": {name: s.workload_defs[name].to_dict() for name in s.workloads},
+        }

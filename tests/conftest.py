@@ -1,0 +1,23 @@
+"""Fixtures shared by the test suite (the genperf plugin's own fixtures come from the plugin)."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded model's real tokenizer (the tiny model shares it)."""
+    from perf.backends.hf import load_tokenizer
+    from perf.config import ModelSpec
+
+    return load_tokenizer(ModelSpec.resolve("tiny", None, "tests"))
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded():
+    """The tiny random model on the CPU, loaded once for the whole test session."""
+    from perf import backends
+    from perf.config import ModelSpec, RunConfig
+    from perf.device import DeviceInfo
+
+    return backends.load(ModelSpec.resolve("tiny", None, "tests"), RunConfig("baseline"),
+                         DeviceInfo("cpu"))

@@ -1,0 +1,125 @@
+"""Memory trackers: the NVML logic against a fake NVML module, the RSS sampler for real."""
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from perf.device import DeviceInfo
+from perf.trackers.memory import MIB, MemoryTracker, NvmlProbe, PeakSampler
+
+
+class FakeNvml:
+    """Just enough of pynvml: one device found by bus id, scripted memory readings."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, used_mib, processes=None, bus_id="00000000:17:00.0", fail_init=False):
+        self.used = iter(used_mib)
+        self.last = 0.0
+        self.processes = processes
+        self.bus_id = bus_id
+        self.fail_init = fail_init
+        self.asked_bus_ids = []
+
+    def nvmlInit(self):
+        if self.fail_init:
+            raise self.NVMLError("Driver Not Loaded")
+
+    def nvmlDeviceGetHandleByPciBusId_v2(self, bus_id):
+        self.asked_bus_ids.append(bus_id)
+        if bus_id != self.bus_id:
+            raise self.NVMLError("Not Found")
+        return "handle"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        self.last = next(self.used, self.last)
+        return SimpleNamespace(used=self.last * MIB)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        if self.processes is None:
+            raise self.NVMLError("Not Supported")
+        return self.processes
+
+
+def test_probe_reads_the_level_before_load_on_the_device_named_by_bus_id():
+    nvml = FakeNvml(used_mib=[500.0])
+    probe, note = NvmlProbe.open("00000000:17:00.0", nvml=nvml)
+    assert probe is not None and note == ""
+    assert probe.used_before_load_mib == 500.0
+    assert nvml.asked_bus_ids == ["00000000:17:00.0"]
+
+
+def test_probe_failure_is_a_reason_not_a_crash():
+    probe, note = NvmlProbe.open("00000000:17:00.0", nvml=FakeNvml([], fail_init=True))
+    assert probe is None and "Driver Not Loaded" in note
+    probe, note = NvmlProbe.open("00000000:99:00.0", nvml=FakeNvml([1.0]))
+    assert probe is None and "Not Found" in note
+
+
+def test_device_reading_subtracts_the_pre_load_level_when_processes_are_not_listed():
+    probe, _ = NvmlProbe.open("00000000:17:00.0", nvml=FakeNvml([500.0, 1500.0, 2300.0]))
+    read, source = probe.reading()
+    assert source == "nvml-device"
+    assert [read(), read()] == [1000.0, 1800.0]
+
+
+def test_process_reading_takes_own_pid_once_even_if_listed_twice():
+    me = os.getpid()
+    processes = [
+        SimpleNamespace(pid=me, usedGpuMemory=700 * MIB),
+        SimpleNamespace(pid=me, usedGpuMemory=700 * MIB),  # same context listed again
+        SimpleNamespace(pid=me + 1, usedGpuMemory=9000 * MIB),  # someone else
+    ]
+    probe, _ = NvmlProbe.open("00000000:17:00.0", nvml=FakeNvml([100.0], processes))
+    read, source = probe.reading()
+    assert source == "nvml-process"
+    assert read() == 700.0
+
+
+def test_process_list_without_this_pid_falls_back_to_device_level():
+    processes = [SimpleNamespace(pid=1, usedGpuMemory=300 * MIB)]  # container: host pids only
+    probe, _ = NvmlProbe.open("00000000:17:00.0", nvml=FakeNvml([100.0, 400.0], processes))
+    assert probe.reading()[1] == "nvml-device"
+
+
+def test_sampler_keeps_every_sample_and_the_peak():
+    values = iter([1.0, 5.0, 3.0])
+    with PeakSampler(lambda: next(values, 2.0), interval_s=0.001, name="t") as sampler:
+        while len(sampler.samples) < 5:
+            pass
+    assert sampler.peak == 5.0
+    assert sampler.samples[:3] == [1.0, 5.0, 3.0]
+    assert sampler.error is None
+
+
+def test_sampler_reports_a_failing_reader_instead_of_dying_silently():
+    def broken():
+        raise RuntimeError("boom")
+
+    with PeakSampler(broken, interval_s=0.001, name="t") as sampler:
+        pass
+    assert isinstance(sampler.error, RuntimeError)
+
+
+def test_rss_tracker_sees_a_real_allocation():
+    import psutil
+
+    before_mib = psutil.Process().memory_info().rss / MIB
+    tracker = MemoryTracker(DeviceInfo("cpu"), probe=None)
+    with tracker.track():
+        block = bytearray(200 * MIB)  # bytearray zero-fills: every page is touched and resident
+    result = tracker.result
+    assert result.source == "psutil-rss"
+    # The sampler takes a final reading on exit, while the block is still alive.
+    assert result.peak_rss_mib >= before_mib + 190
+    assert result.sample_count >= 2
+    del block
+
+
+@pytest.mark.parametrize("index", [0, 3])
+def test_device_info(index):
+    device = DeviceInfo(f"cuda:{index}")
+    assert device.is_cuda and device.index == index
+    assert not DeviceInfo("cpu").is_cuda

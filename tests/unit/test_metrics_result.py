@@ -1,0 +1,79 @@
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from perf.jsonio import dumps_stable, write_atomic
+from perf.metrics import METRICS, MetricSamples, SampleStats
+from perf.result import BenchmarkResult, RoundMeasurement
+from perf.trackers.length import LengthResult
+from perf.trackers.memory import MemoryResult
+from perf.trackers.timing import LatencyResult
+
+
+def test_sample_stats():
+    stats = SampleStats((4.0, 1.0, 3.0, 2.0, 5.0))
+    assert (stats.median, stats.min, stats.max, stats.mean) == (3.0, 1.0, 5.0, 3.0)
+    assert stats.iqr == 2.0
+    assert round(stats.iqr_pct, 3) == 66.667
+
+
+def test_every_metric_declares_unit_and_direction():
+    for name, spec in METRICS.items():
+        assert spec.name == name and spec.unit and spec.better in ("higher", "lower", "equal")
+        assert name.endswith(("_ms", "_mib", "_per_s", "_tokens"))
+    assert METRICS["output_tokens_per_s"].higher_is_better
+    assert not METRICS["ttft_ms"].higher_is_better
+
+
+def measurement(e2e_ms, lengths, peak=100.0, hook_ms=0.01):
+    return RoundMeasurement(
+        e2e_ms=e2e_ms,
+        latency=LatencyResult(ttft_ms=10.0, tpot_ms=5.0, itl_ms=(5.0, 5.0, 6.0)),
+        lengths=LengthResult(lengths, tuple("max_new_tokens" for _ in lengths)),
+        memory=MemoryResult(source="psutil-rss", peak_rss_mib=peak, sample_rate_hz=100.0),
+        hook_self_ms=hook_ms,
+    )
+
+
+def test_result_from_rounds_keeps_all_samples():
+    rounds = [measurement(1000.0, (4, 4)), measurement(500.0, (4, 4)), measurement(800.0, (4, 2))]
+    result = BenchmarkResult.from_rounds(
+        model="m", config="c", workload="w", device="cpu", dtype="float32", rounds=rounds,
+        plain_e2e_ms=(790.0, 800.0, 810.0),
+    )
+    assert result.metrics["output_tokens_per_s"].samples == (8.0, 16.0, 7.5)
+    assert result.metrics["output_length_tokens"].samples == (4.0, 4.0, 3.0)
+    assert result.output_lengths == ((4, 4), (4, 4), (4, 2))
+    assert result.stop_reasons["max_new_tokens"] == 6
+    assert result.plain_overhead_pct == 0.0  # median 800 vs 800
+    assert result.memory_source == "psutil-rss"
+    assert "peak_gpu_memory_mib" not in result.metrics
+
+
+finite = st.floats(0.001, 1e6, allow_nan=False)
+
+
+@given(st.lists(st.tuples(finite, st.lists(st.integers(1, 64), min_size=1, max_size=4), finite),
+                min_size=1, max_size=5))
+def test_result_round_trips_through_json(rows):
+    rounds = [measurement(e2e, tuple(lengths), peak) for e2e, lengths, peak in rows]
+    result = BenchmarkResult.from_rounds(
+        model="m", config="c", workload="w", device="cpu", dtype="float32", rounds=rounds
+    )
+    again = BenchmarkResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result
+
+
+def test_metric_samples_round_trip():
+    metric = MetricSamples.of("ttft_ms", (1.5, 2.5))
+    assert MetricSamples.from_dict("ttft_ms", metric.to_dict()) == metric
+
+
+def test_stable_json_is_sorted_rounded_and_newline_terminated(tmp_path):
+    text = dumps_stable({"b": 1.0 / 3, "a": [2.0000000001]})
+    assert text == '{\n  "a": [\n    2.0\n  ],\n  "b": 0.333333\n}\n'
+    path = tmp_path / "sub" / "x.json"
+    write_atomic(path, text)
+    assert path.read_text() == text
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temp file left behind
