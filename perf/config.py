@@ -235,8 +235,8 @@ class Settings:
     rounds: int = 5
     warmup: int = 1
     prompts: Path = FIXTURES_DIR / "prompts.jsonl"
-    configs: tuple[str, ...] = ("baseline",)
-    workloads: tuple[str, ...] = ()
+    configs: tuple[str, ...] = ()  # empty: every defined config
+    workloads: tuple[str, ...] = ()  # empty: every defined workload
     config_defs: Mapping[str, RunConfig] = field(default_factory=dict)
     workload_defs: Mapping[str, Workload] = field(default_factory=dict)
     max_hook_overhead_pct: float = 1.0
@@ -265,6 +265,15 @@ class Settings:
                 allowed = ", ".join(sorted(defined)) or f"none defined: add [tool.genperf.{table}.NAME]"
                 raise _fail(where, key, ",".join(unknown), allowed)
 
+    def check_runnable(self) -> None:
+        """A benchmark session needs at least one config and one workload."""
+        for key, chosen in (("config", self.configs), ("workload", self.workloads)):
+            if not chosen:
+                raise ConfigError(
+                    f"{self.source}: no {key}s to run; define at least one"
+                    f" [tool.genperf.{key}.NAME] table in pyproject.toml (see docs/configuration.md)"
+                )
+
     def model_spec(self, base_dir: Path) -> ModelSpec:
         return ModelSpec.resolve(
             self.model,
@@ -275,6 +284,8 @@ class Settings:
         )
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table"}
 _SETTINGS_KEYS = {
     "model": str,
     "device": str,
@@ -320,8 +331,8 @@ def _check_types(where: str, table: Mapping[str, object], schema: Mapping[str, o
         else:
             ok = isinstance(value, types)  # type: ignore[arg-type]
         if not ok:
-            names = " or ".join(t.__name__ for t in types)  # type: ignore[union-attr]
-            raise _fail(where, key, value, f"a {names}")
+            names = " or ".join(_TYPE_NAMES[t] for t in types)  # type: ignore[index]
+            raise _fail(where, key, value, names)
 
 
 def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> Settings:
@@ -358,8 +369,8 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
     for key in ("configs", "workloads"):
         if key in table:
             fields[key] = tuple(str(v) for v in cast(list[object], table[key]))
-    if "workloads" not in table:
-        fields["workloads"] = tuple(workload_defs)
+    fields.setdefault("configs", tuple(config_defs))
+    fields.setdefault("workloads", tuple(workload_defs))
     settings = Settings(
         prompts=prompts,
         config_defs=config_defs,

