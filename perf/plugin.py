@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,6 +19,9 @@ from perf.config import Settings, load_settings, parse_name_list
 from perf.errors import ConfigError
 from perf.result import BenchmarkResult
 from perf.session import Case, PerfSession, RunOptions
+
+if TYPE_CHECKING:
+    from pytest_benchmark.fixture import BenchmarkFixture
 
 BENCHMARK_FLAG = "--benchmark"
 SOAK_FLAG = "--soak"
@@ -28,7 +32,9 @@ MARKERS = {
     "deepspeed": "exercises the DeepSpeed inference backend",
     "quantized": "exercises a quantized configuration",
 }
-SKIP_BENCHMARK = f"benchmark: real generation runs only with {BENCHMARK_FLAG} (pytest {BENCHMARK_FLAG})"
+SKIP_BENCHMARK = (
+    f"benchmark: real generation runs only with {BENCHMARK_FLAG} (pytest {BENCHMARK_FLAG})"
+)
 SKIP_SOAK = f"soak: long-running, runs only with {SOAK_FLAG}"
 SKIP_GPU = "gpu: needs CUDA, which is not available on this machine"
 
@@ -65,26 +71,66 @@ def parse_names(value: str) -> tuple[str, ...]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("genperf", "genperf: LLM generation performance")
-    group.addoption(BENCHMARK_FLAG, action="store_true", default=False,
-                    help="Run the generation benchmarks (tests marked 'benchmark'). "
-                    "Default: %(default)r")
-    group.addoption(SOAK_FLAG, action="store_true", default=False,
-                    help="Run the long soak tests (marked 'soak'). Default: %(default)r")
-    group.addoption("--perf-model", metavar="NAME|PATH", default=None,
-                    help="Model: 'embedded' (SmolLM2-135M-Instruct, offline), 'tiny', a local "
-                    "folder or a hub id. Default: [tool.genperf] model, else 'embedded'")
-    group.addoption("--perf-configs", metavar="A,B", type=parse_names, default=None,
-                    help="Configs to run, comma-separated. Default: [tool.genperf] configs")
-    group.addoption("--perf-workloads", metavar="A,B", type=parse_names, default=None,
-                    help="Workloads to run, comma-separated. Default: [tool.genperf] workloads")
-    group.addoption("--perf-device", metavar="DEVICE", default=None,
-                    help="auto, cpu, cuda or cuda:N. Default: [tool.genperf] device, else 'auto'")
-    group.addoption("--perf-rounds", metavar="N", type=parse_positive_int, default=None,
-                    help="Measured rounds per test. Default: [tool.genperf] rounds, else 5")
-    group.addoption("--perf-warmup", metavar="N", type=parse_nonnegative_int, default=None,
-                    help="Warm-up rounds per test. Default: [tool.genperf] warmup, else 1")
-    group.addoption("--perf-report", metavar="DIR", type=Path, default=None,
-                    help="Write report.json and report.md into DIR. Default: %(default)r")
+    group.addoption(
+        BENCHMARK_FLAG,
+        action="store_true",
+        default=False,
+        help="Run the generation benchmarks (tests marked 'benchmark'). Default: %(default)r",
+    )
+    group.addoption(
+        SOAK_FLAG,
+        action="store_true",
+        default=False,
+        help="Run the long soak tests (marked 'soak'). Default: %(default)r",
+    )
+    group.addoption(
+        "--perf-model",
+        metavar="NAME|PATH",
+        default=None,
+        help="Model: 'embedded' (SmolLM2-135M-Instruct, offline), 'tiny', a local "
+        "folder or a hub id. Default: [tool.genperf] model, else 'embedded'",
+    )
+    group.addoption(
+        "--perf-configs",
+        metavar="A,B",
+        type=parse_names,
+        default=None,
+        help="Configs to run, comma-separated. Default: [tool.genperf] configs",
+    )
+    group.addoption(
+        "--perf-workloads",
+        metavar="A,B",
+        type=parse_names,
+        default=None,
+        help="Workloads to run, comma-separated. Default: [tool.genperf] workloads",
+    )
+    group.addoption(
+        "--perf-device",
+        metavar="DEVICE",
+        default=None,
+        help="auto, cpu, cuda or cuda:N. Default: [tool.genperf] device, else 'auto'",
+    )
+    group.addoption(
+        "--perf-rounds",
+        metavar="N",
+        type=parse_positive_int,
+        default=None,
+        help="Measured rounds per test. Default: [tool.genperf] rounds, else 5",
+    )
+    group.addoption(
+        "--perf-warmup",
+        metavar="N",
+        type=parse_nonnegative_int,
+        default=None,
+        help="Warm-up rounds per test. Default: [tool.genperf] warmup, else 1",
+    )
+    group.addoption(
+        "--perf-report",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="Write report.json and report.md into DIR. Default: %(default)r",
+    )
 
 
 def _pyproject(config: pytest.Config) -> Path:
@@ -99,8 +145,12 @@ def options_from_config(config: pytest.Config) -> RunOptions:
     settings = load_settings(pyproject)
     overrides: dict[str, object] = {}
     for option, key in (
-        ("perf_model", "model"), ("perf_configs", "configs"), ("perf_workloads", "workloads"),
-        ("perf_device", "device"), ("perf_rounds", "rounds"), ("perf_warmup", "warmup"),
+        ("perf_model", "model"),
+        ("perf_configs", "configs"),
+        ("perf_workloads", "workloads"),
+        ("perf_device", "device"),
+        ("perf_rounds", "rounds"),
+        ("perf_warmup", "warmup"),
     ):
         value = config.getoption(option)
         if value is not None:
@@ -187,20 +237,38 @@ def perf_settings(perf_session: PerfSession) -> Settings:
 
 @pytest.fixture
 def perf_run(
-    perf_session: PerfSession, benchmark: object
+    perf_session: PerfSession, benchmark: BenchmarkFixture, pytestconfig: pytest.Config
 ) -> Iterator[Callable[[Case], BenchmarkResult]]:
     """Measure a case through pytest-benchmark and attach every metric to ``extra_info``."""
+    progress = _progress_writer(pytestconfig)
 
     def run(case: Case) -> BenchmarkResult:
-        benchmark.group = case.workload.name  # type: ignore[attr-defined]
-        result = perf_session.run(case, benchmark.pedantic)  # type: ignore[attr-defined]
-        extra = benchmark.extra_info  # type: ignore[attr-defined]
+        benchmark.group = case.workload.name
+        result = perf_session.run(case, benchmark.pedantic, progress=progress)
+        extra = benchmark.extra_info
         extra.update({name: m.median for name, m in result.metrics.items()})
         extra["genperf"] = result.to_dict()
         perf_session.check(result)
         return result
 
     yield run
+
+
+def _progress_writer(config: pytest.Config) -> Callable[[str], None] | None:
+    """Lines written past output capture, so a long benchmark shows it is alive."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter is None or config.get_verbosity() < 0:
+        return None
+
+    def write(line: str) -> None:
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"  genperf: {line}")
+        else:
+            reporter.write_line(f"  genperf: {line}")
+
+    return write
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -224,8 +292,9 @@ def pytest_terminal_summary(
         return
     from perf.report import terminal_lines
 
-    terminalreporter.write_sep("=", f"genperf results ({perf.options.model.label} on "
-                               f"{perf.device.name})")
+    terminalreporter.write_sep(
+        "=", f"genperf results ({perf.options.model.label} on {perf.device.name})"
+    )
     for line in terminal_lines(perf.results):
         terminalreporter.write_line(line)
     for path in config.stash.get(WRITTEN_KEY, []):

@@ -17,8 +17,16 @@ from perf.result import BenchmarkResult
 
 REPORT_SCHEMA_VERSION = 1
 COLUMNS = (
-    "config", "workload", "tok/s (median ± IQR)", "TTFT ms", "TPOT ms", "ITL p50/p99 ms",
-    "peak mem MiB", "mean out len", "stops eos/max", "memory source",
+    "config",
+    "workload",
+    "tok/s (median ± IQR)",
+    "TTFT ms",
+    "TPOT ms",
+    "ITL p50/p99 ms",
+    "peak mem MiB",
+    "mean out len",
+    "stops eos/max",
+    "memory source",
 )
 
 
@@ -55,8 +63,9 @@ def row(result: BenchmarkResult) -> tuple[str, ...]:
 def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
     rows = [COLUMNS, *(row(r) for r in results)]
     widths = [max(len(r[i]) for r in rows if r[i] or i < 3) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
 
@@ -86,11 +95,17 @@ def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> st
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"]) + "|",
     ]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row(r)) + " |" for r in results]
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row(r)) + " |" for r in results
+    ]
     hooks = [r for r in results if r.hook_overhead_pct is not None]
     if hooks:
-        lines += ["", "Timing-hook overhead (hook's own time / e2e, median; e2e with hook vs a "
-                  "plain generate in the same run):", ""]
+        lines += [
+            "",
+            "Timing-hook overhead (hook's own time / e2e, median; e2e with hook vs a "
+            "plain generate in the same run):",
+            "",
+        ]
         for r in hooks:
             plain = "n/a" if r.plain_overhead_pct is None else f"{r.plain_overhead_pct:+.2f}%"
             lines.append(f"- `{r.case_id}`: {r.hook_overhead_pct:.3f}% (A/B: {plain})")

@@ -8,6 +8,7 @@ bookkeeping after it.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from perf.backends import LoadedModel
 from perf.config import Workload
@@ -16,6 +17,9 @@ from perf.trackers.length import count_generated
 from perf.trackers.memory import MemoryTracker, NvmlProbe
 from perf.trackers.timing import StepClock, latency_from_steps
 from perf.workload import PreparedBatch
+
+if TYPE_CHECKING:
+    import torch
 
 
 class GenerationRunner:
@@ -34,7 +38,7 @@ class GenerationRunner:
         self._clock = StepClock(loaded.device, capacity=workload.sampling.max_new_tokens)
         self._memory = MemoryTracker(loaded.device, probe, probe_note)
 
-    def _generate(self, with_clock: bool):  # type: ignore[no-untyped-def]
+    def _generate(self, with_clock: bool) -> tuple[torch.Tensor, float]:
         import torch
         from transformers import LogitsProcessorList
 
@@ -46,7 +50,7 @@ class GenerationRunner:
             if with_clock:
                 self._clock.start()
             started = time.perf_counter()
-            sequences = self.loaded.model.generate(
+            sequences = self.loaded.model.generate(  # type: ignore[operator]
                 input_ids=self.batch.input_ids,
                 attention_mask=self.batch.attention_mask,
                 logits_processor=processors,

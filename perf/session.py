@@ -71,9 +71,7 @@ class PerfSession:
     def cases(self) -> list[Case]:
         """Config-major order, so each config's model is loaded once."""
         s = self.settings
-        return [
-            Case(s.config_defs[c], s.workload_defs[w]) for c in s.configs for w in s.workloads
-        ]
+        return [Case(s.config_defs[c], s.workload_defs[w]) for c in s.configs for w in s.workloads]
 
     def start(self) -> None:
         """Read the device's memory level before any model is loaded (CUDA only)."""
@@ -133,28 +131,37 @@ class PerfSession:
         )
         return GenerationRunner(loaded, case.workload, batch, self._probe, self._probe_note)
 
-    def run(self, case: Case, pedantic: Pedantic) -> BenchmarkResult:
-        """Warm-up and measured rounds through ``pedantic``; each measured round is preceded by a
-        plain generate (pedantic's untimed ``setup``) so the hook's cost is measured in-run."""
+    def run(
+        self, case: Case, pedantic: Pedantic, progress: Callable[[str], None] | None = None
+    ) -> BenchmarkResult:
+        """Warm-up and measured rounds through ``pedantic``.
+
+        The first ``hook_check_rounds`` measured rounds are each preceded by a plain generate (in
+        pedantic's untimed ``setup``), the in-run reference for the timing hook's cost.
+        ``progress`` receives one line per round, for long runs.
+        """
         runner = self.runner(case)
         measured: list[RoundMeasurement] = []
         plain_ms: list[float] = []
-        rounds = self.settings.rounds
-
+        rounds, warmup = self.settings.rounds, self.settings.warmup
         calls = 0
 
         def setup() -> None:
             nonlocal calls
             calls += 1
-            if calls > self.settings.warmup:  # warm-up rounds need no plain reference
+            if warmup < calls <= warmup + self.settings.hook_check_rounds:
                 plain_ms.append(runner.plain_e2e_ms())
 
         def one_round() -> None:
-            measured.append(runner.measure())
+            m = runner.measure()
+            measured.append(m)
+            if progress is not None:
+                n = len(measured)
+                label = f"warm-up {n}/{warmup}" if n <= warmup else f"round {n - warmup}/{rounds}"
+                tps = m.metric_values()["output_tokens_per_s"]
+                progress(f"{case.id}: {label}: {tps:.1f} tok/s, e2e {m.e2e_ms:.0f} ms")
 
-        pedantic(
-            one_round, setup=setup, rounds=rounds, warmup_rounds=self.settings.warmup, iterations=1
-        )
+        pedantic(one_round, setup=setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
         # pedantic runs the warm-up rounds first; a disabled benchmark fixture runs one round only.
         kept = measured[-rounds:]
         loaded = runner.loaded
@@ -165,7 +172,7 @@ class PerfSession:
             device=self.device.name,
             dtype=loaded.dtype,
             rounds=kept,
-            plain_e2e_ms=plain_ms[-len(kept) :],
+            plain_e2e_ms=plain_ms,
         )
         self.results.append(result)
         return result
@@ -175,9 +182,9 @@ class PerfSession:
         limit = self.settings.max_hook_overhead_pct
         if result.hook_overhead_pct is not None and result.hook_overhead_pct > limit:
             raise HookOverheadError(
-                f"{result.case_id}: the timing hook took {result.hook_overhead_pct:.2f}% of generate's"
-                f" wall time, above max_hook_overhead_pct = {limit}% ([tool.genperf]); its"
-                " timestamps would distort what they measure"
+                f"{result.case_id}: the timing hook took {result.hook_overhead_pct:.2f}% of"
+                f" generate's wall time, above max_hook_overhead_pct = {limit}%"
+                " ([tool.genperf]); its timestamps would distort what they measure"
             )
 
     def record_skip(self, case: Case, reason: str) -> None:

@@ -39,7 +39,9 @@ class Prompt:
 def load_prompts(path: Path) -> tuple[Prompt, ...]:
     """Read and validate a prompts file; errors name the file and line."""
     if not path.is_file():
-        raise ConfigError(f"prompts file {str(path)!r} does not exist; set prompts in [tool.genperf]")
+        raise ConfigError(
+            f"prompts file {str(path)!r} does not exist; set prompts in [tool.genperf]"
+        )
     prompts: list[Prompt] = []
     seen: set[str] = set()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -55,7 +57,8 @@ def load_prompts(path: Path) -> tuple[Prompt, ...]:
             ) from None
         if prompt.prompt_class not in PROMPT_CLASSES:
             raise ConfigError(
-                f"{where}: class {prompt.prompt_class!r} unknown; allowed: {', '.join(PROMPT_CLASSES)}"
+                f"{where}: class {prompt.prompt_class!r} unknown;"
+                f" allowed: {', '.join(PROMPT_CLASSES)}"
             )
         if prompt.id in seen:
             raise ConfigError(f"{where}: duplicate prompt id {prompt.id!r}")
@@ -98,7 +101,9 @@ def render(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
     """The text the model sees: through the chat template when the tokenizer has one."""
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": prompt.text}]
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        rendered = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
         return str(rendered)
     return prompt.text
 

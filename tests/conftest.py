@@ -19,5 +19,6 @@ def tiny_loaded():
     from perf.config import ModelSpec, RunConfig
     from perf.device import DeviceInfo
 
-    return backends.load(ModelSpec.resolve("tiny", None, "tests"), RunConfig("baseline"),
-                         DeviceInfo("cpu"))
+    return backends.load(
+        ModelSpec.resolve("tiny", None, "tests"), RunConfig("baseline"), DeviceInfo("cpu")
+    )

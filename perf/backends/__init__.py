@@ -54,7 +54,5 @@ def unavailable_reason(config: RunConfig, device: DeviceInfo) -> str | None:
 
 
 def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
-    loader: Callable[[ModelSpec, RunConfig, DeviceInfo], LoadedModel] = _module(
-        config.backend
-    ).load
+    loader: Callable[[ModelSpec, RunConfig, DeviceInfo], LoadedModel] = _module(config.backend).load
     return loader(spec, config, device)

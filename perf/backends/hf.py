@@ -118,7 +118,9 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     parameters = sum(p.numel() for p in model.parameters())
     load_s = time.perf_counter() - started
-    log.info("loaded %s (%s, %.1f M params) in %.1f s", spec.label, dtype_name, parameters / 1e6, load_s)
+    log.info(
+        "loaded %s (%s, %.1f M params) in %.1f s", spec.label, dtype_name, parameters / 1e6, load_s
+    )
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

@@ -91,7 +91,12 @@ def pci_bus_id(device: DeviceInfo) -> str:
     import torch
 
     props = torch.cuda.get_device_properties(device.index)
-    return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+    # Real attributes of torch's device properties, missing from its type stubs (torch's own
+    # torch/numa/binding.py reads them the same way).
+    domain = props.pci_domain_id  # type: ignore[attr-defined]
+    bus = props.pci_bus_id  # type: ignore[attr-defined]
+    dev = props.pci_device_id  # type: ignore[attr-defined]
+    return f"{domain:08x}:{bus:02x}:{dev:02x}.0"
 
 
 @dataclass

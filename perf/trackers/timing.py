@@ -11,6 +11,7 @@ does not perturb what it measures.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -113,10 +114,8 @@ def latency_from_steps(times: StepTimes, lengths: tuple[int, ...]) -> LatencyRes
     if not steps:
         raise ValueError("generate made no steps: no tokens were generated")
     ttft_ms = steps[0] * 1e3
-    tpots = [
-        (steps[n - 1] - steps[0]) * 1e3 / (n - 1) for n in lengths if 2 <= n <= len(steps)
-    ]
-    itl = tuple((b - a) * 1e3 for a, b in zip(steps, steps[1:], strict=False))
+    tpots = [(steps[n - 1] - steps[0]) * 1e3 / (n - 1) for n in lengths if 2 <= n <= len(steps)]
+    itl = tuple((b - a) * 1e3 for a, b in itertools.pairwise(steps))
     return LatencyResult(
         ttft_ms=ttft_ms,
         tpot_ms=sum(tpots) / len(tpots) if tpots else None,

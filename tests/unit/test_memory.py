@@ -123,3 +123,34 @@ def test_device_info(index):
     device = DeviceInfo(f"cuda:{index}")
     assert device.is_cuda and device.index == index
     assert not DeviceInfo("cpu").is_cuda
+
+
+def test_pci_bus_id_uses_torch_properties_in_nvml_format(monkeypatch):
+    import torch
+
+    from perf.trackers.memory import pci_bus_id
+
+    props = SimpleNamespace(pci_domain_id=0, pci_bus_id=0x1B, pci_device_id=0)
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: asked.append(i) or props)
+    assert pci_bus_id(DeviceInfo("cuda:1")) == "00000000:1b:00.0"
+    assert asked == [1]  # the torch index, translated to a bus id: NVML is never asked by index
+
+
+def test_cuda_tracker_falls_back_to_torch_counters_and_says_why(monkeypatch):
+    """NVML missing on a CUDA run: the torch.cuda source is used and the note names the cause."""
+    import torch
+
+    for name, value in (
+        ("reset_peak_memory_stats", None),
+        ("max_memory_allocated", 3 * MIB),
+        ("max_memory_reserved", 4 * MIB),
+    ):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, v=value: v)
+    tracker = MemoryTracker(DeviceInfo("cuda:0"), probe=None, probe_note="NVML unavailable (x)")
+    with tracker.track():
+        pass
+    assert tracker.result.source == "torch.cuda"
+    assert tracker.result.torch_peak_allocated_mib == 3.0
+    assert tracker.result.peak_gpu_memory_mib is None
+    assert tracker.result.note == "NVML unavailable (x)"

@@ -39,7 +39,12 @@ def measurement(e2e_ms, lengths, peak=100.0, hook_ms=0.01):
 def test_result_from_rounds_keeps_all_samples():
     rounds = [measurement(1000.0, (4, 4)), measurement(500.0, (4, 4)), measurement(800.0, (4, 2))]
     result = BenchmarkResult.from_rounds(
-        model="m", config="c", workload="w", device="cpu", dtype="float32", rounds=rounds,
+        model="m",
+        config="c",
+        workload="w",
+        device="cpu",
+        dtype="float32",
+        rounds=rounds,
         plain_e2e_ms=(790.0, 800.0, 810.0),
     )
     assert result.metrics["output_tokens_per_s"].samples == (8.0, 16.0, 7.5)
@@ -54,8 +59,13 @@ def test_result_from_rounds_keeps_all_samples():
 finite = st.floats(0.001, 1e6, allow_nan=False)
 
 
-@given(st.lists(st.tuples(finite, st.lists(st.integers(1, 64), min_size=1, max_size=4), finite),
-                min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.tuples(finite, st.lists(st.integers(1, 64), min_size=1, max_size=4), finite),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_result_round_trips_through_json(rows):
     rounds = [measurement(e2e, tuple(lengths), peak) for e2e, lengths, peak in rows]
     result = BenchmarkResult.from_rounds(

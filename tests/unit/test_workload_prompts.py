@@ -36,7 +36,9 @@ def test_length_classes_hold_on_the_real_tokenizer(tokenizer):
 
 def test_bad_prompt_file_names_file_and_line(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"id": "a", "class": "short", "domain": "hr", "text": "x"}) + "\n{oops\n")
+    path.write_text(
+        json.dumps({"id": "a", "class": "short", "domain": "hr", "text": "x"}) + "\n{oops\n"
+    )
     with pytest.raises(ConfigError, match=r"p.jsonl:2: expected a JSON object"):
         load_prompts(path)
     path.write_text(json.dumps({"id": "a", "class": "huge", "domain": "hr", "text": "x"}) + "\n")

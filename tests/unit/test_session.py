@@ -1,0 +1,84 @@
+"""PerfSession without pytest: built from RunOptions, driven by a stand-in for pedantic that
+calls setup/target in pytest-benchmark's order (warm-up rounds first, then measured rounds)."""
+
+import pytest
+
+from perf.config import ModelSpec, parse_settings
+from perf.session import HookOverheadError, PerfSession, RunOptions
+
+from .test_config import REPO
+
+
+def pedantic(target, setup, rounds, warmup_rounds, iterations):
+    assert iterations == 1
+    for _ in range(warmup_rounds + rounds):
+        setup()
+        target()
+
+
+def make_session(**overrides):
+    table = {
+        "device": "cpu",
+        "rounds": 3,
+        "warmup": 2,
+        "hook_check_rounds": 2,
+        "config": {"baseline": {}},
+        "workload": {"w": {"prompt_class": "short", "batch_size": 2, "max_new_tokens": 5}},
+        **overrides,
+    }
+    settings = parse_settings(table, "test", REPO)
+    return PerfSession(RunOptions(True, settings, ModelSpec.resolve("tiny", REPO, "test")))
+
+
+@pytest.fixture
+def session(tiny_loaded):
+    session = make_session()
+    session._loaded = tiny_loaded  # share the test session's tiny model instead of reloading
+    return session
+
+
+def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(session):
+    lines = []
+    (case,) = session.cases()
+    result = session.run(case, pedantic, progress=lines.append)
+    assert len(result.metrics["e2e_latency_ms"].samples) == 3
+    assert result.output_lengths == ((5, 5),) * 3
+    assert result.plain_overhead_pct is not None
+    assert session.results == [result]
+    assert [line.split(": ")[1] for line in lines] == [
+        "warm-up 1/2",
+        "warm-up 2/2",
+        "round 1/3",
+        "round 2/3",
+        "round 3/3",
+    ]
+    session.check(result)  # the tiny model's hook costs far below 1 %
+
+
+def test_hook_overhead_above_the_limit_fails_with_the_setting_named(tiny_loaded):
+    session = make_session(max_hook_overhead_pct=1e-9)
+    session._loaded = tiny_loaded
+    (case,) = session.cases()
+    result = session.run(case, pedantic)
+    with pytest.raises(HookOverheadError, match=r"max_hook_overhead_pct = 1e-09%"):
+        session.check(result)
+
+
+def test_cases_are_config_major_and_skips_are_recorded():
+    session = make_session(
+        config={"a": {}, "b": {"dtype": "float16"}},
+        workload={
+            n: {"prompt_class": "short", "batch_size": 1, "max_new_tokens": 2} for n in ("w1", "w2")
+        },
+    )
+    assert [c.id for c in session.cases()] == ["a-w1", "a-w2", "b-w1", "b-w2"]
+    b_case = session.cases()[2]
+    reason = session.skip_reason(b_case)
+    assert "float16" in reason
+    session.record_skip(b_case, reason)
+    assert session.results[0].skipped == reason
+
+
+def test_cuda_device_without_cuda_is_a_skip_reason():
+    session = make_session(device="cuda:0")
+    assert "CUDA is not available" in session.skip_reason(session.cases()[0])
