@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from perf.metrics import MetricSamples
+from perf.metrics import MetricSamples, SampleStats
 from perf.trackers.length import STOP_REASONS, LengthResult
 from perf.trackers.memory import MemoryResult
 from perf.trackers.timing import LatencyResult
@@ -66,7 +66,7 @@ class BenchmarkResult:
     memory_note: str = ""
     memory_sample_rate_hz: float = 0.0
     hook_overhead_pct: float | None = None  # the hook's own time / e2e, median over rounds
-    plain_overhead_pct: float | None = None  # median e2e with hook vs plain generate, in-run
+    plain_overhead_pct: float | None = None  # median paired e2e ratio, hooked / plain, - 1
     skipped: str | None = None
 
     @classmethod
@@ -93,9 +93,10 @@ class BenchmarkResult:
         hook = sorted(100 * r.hook_self_ms / r.e2e_ms for r in rounds)
         plain_overhead = None
         if plain_e2e_ms:
-            hooked = metrics["e2e_latency_ms"].median
-            plain = MetricSamples.of("e2e_latency_ms", tuple(plain_e2e_ms)).median
-            plain_overhead = 100 * (hooked / plain - 1)
+            # Paired: each plain generate ran right before the measured round it is compared
+            # with, so slow drift of the machine cancels out of the ratio.
+            ratios = tuple(r.e2e_ms / plain for r, plain in zip(rounds, plain_e2e_ms, strict=False))
+            plain_overhead = 100 * (SampleStats(ratios).median - 1)
         memory = rounds[-1].memory
         return cls(
             model=model,

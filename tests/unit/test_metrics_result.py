@@ -45,13 +45,14 @@ def test_result_from_rounds_keeps_all_samples():
         device="cpu",
         dtype="float32",
         rounds=rounds,
-        plain_e2e_ms=(790.0, 800.0, 810.0),
+        plain_e2e_ms=(900.0, 500.0),  # paired with the first two rounds only
     )
     assert result.metrics["output_tokens_per_s"].samples == (8.0, 16.0, 7.5)
     assert result.metrics["output_length_tokens"].samples == (4.0, 4.0, 3.0)
     assert result.output_lengths == ((4, 4), (4, 4), (4, 2))
     assert result.stop_reasons["max_new_tokens"] == 6
-    assert result.plain_overhead_pct == 0.0  # median 800 vs 800
+    # paired ratios 1000/900 and 500/500: median 1.0556 -> +5.56 %
+    assert round(result.plain_overhead_pct, 2) == 5.56
     assert result.memory_source == "psutil-rss"
     assert "peak_gpu_memory_mib" not in result.metrics
 

@@ -9,11 +9,12 @@ from perf.session import HookOverheadError, PerfSession, RunOptions
 from .test_config import REPO
 
 
-def pedantic(target, setup, rounds, warmup_rounds, iterations):
+def pedantic(target, setup, teardown, rounds, warmup_rounds, iterations):
     assert iterations == 1
     for _ in range(warmup_rounds + rounds):
         setup()
         target()
+        teardown()
 
 
 def make_session(**overrides):
@@ -37,10 +38,26 @@ def session(tiny_loaded):
     return session
 
 
-def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(session):
+def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(session, monkeypatch):
     lines = []
     (case,) = session.cases()
+    events = []
+    runner_type = type(session.runner(case))
+    real_plain, real_measure = runner_type.plain_e2e_ms, runner_type.measure
+
+    def plain(runner):
+        events.append("P")
+        return real_plain(runner)
+
+    def measure(runner):
+        events.append("M")
+        return real_measure(runner)
+
+    monkeypatch.setattr(runner_type, "plain_e2e_ms", plain)
+    monkeypatch.setattr(runner_type, "measure", measure)
     result = session.run(case, pedantic, progress=lines.append)
+    # 2 warm-ups without reference; then pairs alternate order (P M, M P); the last round alone
+    assert "".join(events) == "MM" + "PM" + "MP" + "M"
     assert len(result.metrics["e2e_latency_ms"].samples) == 3
     assert result.output_lengths == ((5, 5),) * 3
     assert result.plain_overhead_pct is not None
