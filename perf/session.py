@@ -61,6 +61,7 @@ class PerfSession:
         self.device: DeviceInfo = resolve_device(self.settings.device)
         self.results: list[BenchmarkResult] = []
         self._loaded: LoadedModel | None = None
+        self._loaded_for: RunConfig | None = None
         self._load_errors: dict[str, GenperfError] = {}
         self._prompts: tuple[Prompt, ...] | None = None
         self._probe: NvmlProbe | None = None
@@ -103,7 +104,7 @@ class PerfSession:
         """The model for ``config``, loaded once; the previous config's model is released."""
         if config.name in self._load_errors:
             raise self._load_errors[config.name]
-        if self._loaded is not None and self._loaded.config == config:
+        if self._loaded is not None and self._loaded_for == config:
             return self._loaded
         self.release()
         self.start()
@@ -112,12 +113,13 @@ class PerfSession:
         except GenperfError as exc:
             self._load_errors[config.name] = exc
             raise
+        self._loaded_for = config
         return self._loaded
 
     def release(self) -> None:
         if self._loaded is None:
             return
-        self._loaded = None
+        self._loaded = self._loaded_for = None
         gc.collect()
         if self.device.is_cuda:
             import torch
@@ -145,24 +147,19 @@ class PerfSession:
         plain_ms: list[float] = []
         rounds, warmup = self.settings.rounds, self.settings.warmup
         pairs = min(self.settings.hook_check_rounds, rounds)
-        started = finished = 0
+        calls = {"setup": 0, "teardown": 0}
 
         # Plain runs alternate before and after their round (A B, B A, ...): the second of two
         # back-to-back runs was measured ~1.7 % slower here whatever it was, an order effect
         # that would otherwise be charged to the hook (docs/decisions.md).
-        def setup() -> None:
-            nonlocal started
-            started += 1
-            pair = started - warmup - 1
-            if 0 <= pair < pairs and pair % 2 == 0:
-                plain_ms.append(runner.plain_e2e_ms())
+        def reference(hook: str, parity: int) -> Callable[[], None]:
+            def run() -> None:
+                calls[hook] += 1
+                pair = calls[hook] - warmup - 1
+                if 0 <= pair < pairs and pair % 2 == parity:
+                    plain_ms.append(runner.plain_e2e_ms())
 
-        def teardown() -> None:
-            nonlocal finished
-            finished += 1
-            pair = finished - warmup - 1
-            if 0 <= pair < pairs and pair % 2 == 1:
-                plain_ms.append(runner.plain_e2e_ms())
+            return run
 
         def one_round() -> None:
             m = runner.measure()
@@ -175,8 +172,8 @@ class PerfSession:
 
         pedantic(
             one_round,
-            setup=setup,
-            teardown=teardown,
+            setup=reference("setup", 0),
+            teardown=reference("teardown", 1),
             rounds=rounds,
             warmup_rounds=warmup,
             iterations=1,

