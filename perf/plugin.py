@@ -241,7 +241,11 @@ def perf_run(
 
     def run(case: Case) -> BenchmarkResult:
         benchmark.group = case.workload.name
-        result = perf_session.run(case, benchmark.pedantic, progress=progress)
+        try:
+            result = perf_session.run(case, benchmark.pedantic, progress=progress)
+        except Exception as exc:
+            perf_session.record_error(case, exc)
+            raise
         extra = benchmark.extra_info
         extra.update({name: m.median for name, m in result.metrics.items()})
         extra["genperf"] = result.to_dict()

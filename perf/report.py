@@ -45,6 +45,8 @@ def _median(result: BenchmarkResult, name: str, fmt: str = ".1f") -> str:
 def row(result: BenchmarkResult) -> tuple[str, ...]:
     if result.skipped is not None:
         return (result.config, result.workload, f"skipped: {result.skipped}", *[""] * 7)
+    if result.error is not None:
+        return (result.config, result.workload, f"error: {result.error}", *[""] * 7)
     tps = result.metrics["output_tokens_per_s"].stats
     return (
         result.config,

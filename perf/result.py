@@ -68,6 +68,7 @@ class BenchmarkResult:
     hook_overhead_pct: float | None = None  # the hook's own time / e2e, median over rounds
     plain_overhead_pct: float | None = None  # median paired e2e ratio, hooked / plain, - 1
     skipped: str | None = None
+    error: str | None = None  # the case crashed: its test failed with this message
 
     @classmethod
     def from_rounds(
@@ -120,6 +121,12 @@ class BenchmarkResult:
     ) -> BenchmarkResult:
         return cls(model=model, config=config, workload=workload, device=device, skipped=reason)
 
+    @classmethod
+    def error_result(
+        cls, *, model: str, config: str, workload: str, device: str, error: str
+    ) -> BenchmarkResult:
+        return cls(model=model, config=config, workload=workload, device=device, error=error)
+
     @property
     def case_id(self) -> str:
         return f"{self.config}-{self.workload}"
@@ -141,6 +148,7 @@ class BenchmarkResult:
             "plain_overhead_pct": self.plain_overhead_pct,
             "verdicts": {},
             "skipped": self.skipped,
+            "error": self.error,
         }
 
     @classmethod
@@ -156,7 +164,7 @@ class BenchmarkResult:
             value = data.get(key)
             return None if value is None else float(value)  # type: ignore[arg-type]
 
-        skipped = data.get("skipped")
+        skipped, error = data.get("skipped"), data.get("error")
         return cls(
             model=str(data["model"]),
             config=str(data["config"]),
@@ -172,4 +180,5 @@ class BenchmarkResult:
             hook_overhead_pct=optional_float("hook_overhead_pct"),
             plain_overhead_pct=optional_float("plain_overhead_pct"),
             skipped=None if skipped is None else str(skipped),
+            error=None if error is None else str(error),
         )

@@ -204,15 +204,20 @@ class PerfSession:
             )
 
     def record_skip(self, case: Case, reason: str) -> None:
-        self.results.append(
-            BenchmarkResult.skipped_result(
-                model=self.options.model.label,
-                config=case.config.name,
-                workload=case.workload.name,
-                device=self.device.name,
-                reason=reason,
-            )
-        )
+        self.results.append(BenchmarkResult.skipped_result(reason=reason, **self._identity(case)))
+
+    def record_error(self, case: Case, error: BaseException) -> None:
+        """A case that crashed still appears in the reports, with what went wrong."""
+        message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        self.results.append(BenchmarkResult.error_result(error=message, **self._identity(case)))
+
+    def _identity(self, case: Case) -> dict[str, str]:
+        return {
+            "model": self.options.model.label,
+            "config": case.config.name,
+            "workload": case.workload.name,
+            "device": self.device.name,
+        }
 
     def run_description(self) -> dict[str, object]:
         s = self.settings

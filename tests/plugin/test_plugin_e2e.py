@@ -177,3 +177,24 @@ def test_benchmark_without_any_workload_says_what_to_add(pytester):
     result.stderr.fnmatch_lines(
         ["*no configs to run; define at least one [[]tool.genperf.config.NAME[]]*"]
     )
+
+
+def test_a_crashing_case_fails_its_own_test_and_the_rest_still_run(pytester, tmp_path):
+    prompts = tmp_path / "only-short.jsonl"
+    prompts.write_text(json.dumps({"id": "s1", "class": "short", "domain": "hr", "text": "Hi"}))
+    pytester.makefile(
+        ".toml",
+        pyproject=PYPROJECT.format(prompts=prompts).replace(
+            'prompt_class = ["short", "medium"]', 'prompt_class = "long"'
+        ),
+    )
+    pytester.makepyfile(test_bench=BENCH_TEST)
+    result = pytester.runpytest_subprocess("--benchmark", "--perf-report", str(tmp_path / "r"))
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*baseline*sampled-b3*error: ConfigError*no prompts of class 'long'*"]
+    )
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    errors = {r["workload"]: r["error"] for r in report["results"]}
+    assert errors["greedy-b1"] is None
+    assert "no prompts of class 'long'" in errors["sampled-b3"]
