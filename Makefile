@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/pytest --benchmark tests/benchmarks --perf-report reports
 
-# --timeout: a hung test must fail CI, not stall it (the slowest test takes ~30 s here).
+# --timeout: a hung test must fail CI, not stall it (the slowest test takes ~14 s here).
 test: $(STAMP)
 	$(BIN)/ruff check perf tests
 	$(BIN)/ruff format --check perf tests

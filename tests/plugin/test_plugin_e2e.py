@@ -198,3 +198,18 @@ def test_a_crashing_case_fails_its_own_test_and_the_rest_still_run(pytester, tmp
     errors = {r["workload"]: r["error"] for r in report["results"]}
     assert errors["greedy-b1"] is None
     assert "no prompts of class 'long'" in errors["sampled-b3"]
+
+
+def test_loading_the_plugin_imports_nothing_heavy():
+    """pytest --help and plain unit-test runs must never import torch or touch a GPU."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, perf.plugin\n"
+        "names = ('torch', 'transformers', 'pynvml', 'deepspeed')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
