@@ -1,0 +1,79 @@
+import json
+
+from perf.device import DeviceInfo, resolve_device, unavailable_reason
+from perf.fingerprint import Fingerprint, fingerprint
+from perf.metrics import MetricSamples
+from perf.report import markdown, report_document, terminal_lines, write_reports
+from perf.result import BenchmarkResult
+
+
+def test_cpu_fingerprint_keys_hardware_and_records_software():
+    fp = fingerprint(DeviceInfo("cpu"))
+    assert fp.slug.startswith("cpu-") and fp.slug.endswith(f"-{fp.hardware['cpu_cores']}c")
+    assert fp.slug == fp.slug.lower() and " " not in fp.slug
+    assert fp.software["torch"] and fp.software["transformers"] and fp.software["genperf"]
+    assert fp.software["cuda"] is None
+    # software versions are recorded, never part of the key
+    assert fp.software["torch"] not in fp.slug
+
+
+def test_device_resolution_on_a_machine_without_cuda():
+    assert resolve_device("auto") == DeviceInfo("cpu")
+    assert resolve_device("cuda") == DeviceInfo("cuda:0")
+    assert unavailable_reason(DeviceInfo("cpu")) is None
+    assert "CUDA is not available" in unavailable_reason(DeviceInfo("cuda:1"))
+
+
+ENV = Fingerprint(
+    hardware={"slug": "cpu-test-2c", "cpu_model": "Test CPU", "cpu_cores": 2},
+    software={"torch": "2.13.0", "transformers": "5.0"},
+)
+
+
+def measured(workload="w1"):
+    metrics = {
+        "output_tokens_per_s": MetricSamples.of("output_tokens_per_s", (10.0, 12.0, 11.0)),
+        "ttft_ms": MetricSamples.of("ttft_ms", (100.0, 110.0, 120.0)),
+        "tpot_ms": MetricSamples.of("tpot_ms", (50.0, 52.0, 51.0)),
+        "peak_rss_mib": MetricSamples.of("peak_rss_mib", (900.0, 901.0, 902.0)),
+        "output_length_tokens": MetricSamples.of("output_length_tokens", (8.0, 8.0, 8.0)),
+    }
+    return BenchmarkResult(
+        model="m",
+        config="baseline",
+        workload=workload,
+        device="cpu",
+        metrics=metrics,
+        stop_reasons={"eos": 1, "max_new_tokens": 2},
+        memory_source="psutil-rss",
+        hook_overhead_pct=0.01,
+    )
+
+
+def test_terminal_table_rows_for_measured_skipped_and_crashed_cases():
+    results = [
+        measured(),
+        BenchmarkResult.skipped_result(
+            model="m", config="int4", workload="w1", device="cpu", reason="needs CUDA"
+        ),
+        BenchmarkResult.error_result(
+            model="m", config="ds", workload="w1", device="cpu", error="RuntimeError: boom"
+        ),
+    ]
+    lines = terminal_lines(results)
+    assert lines[0].split()[:2] == ["config", "workload"]
+    assert "11.0 ± 1.0 (9.1%)" in lines[2] and "901" in lines[2] and "1/2" in lines[2]
+    assert "skipped: needs CUDA" in lines[3]
+    assert "error: RuntimeError: boom" in lines[4]
+
+
+def test_markdown_table_and_json_document(tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    md = markdown([measured()], ENV)
+    assert "Hardware `cpu-test-2c` — Test CPU (2 cores)" in md
+    assert "| baseline | w1 | 11.0 ± 1.0 (9.1%) |" in md
+    written = write_reports(tmp_path, [measured()], ENV, {"rounds": 3})
+    assert [p.name for p in written] == ["report.json", "report.md"]
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert document == json.loads(json.dumps(report_document([measured()], ENV, {"rounds": 3})))
+    assert document["results"][0]["metrics"]["ttft_ms"]["samples"] == [100.0, 110.0, 120.0]
