@@ -104,13 +104,21 @@ def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> st
     if hooks:
         lines += [
             "",
-            "Timing-hook overhead (hook's own time / e2e, median; e2e with hook vs a "
-            "plain generate in the same run):",
+            "Timing-hook overhead: the hook's own time / e2e (median; gated at"
+            " `max_hook_overhead_pct`), and e2e with the hook vs a plain generate in the same run"
+            " (paired A/B; noise-dominated on a shared machine, compare it with the plain runs'"
+            " own range):",
             "",
         ]
         for r in hooks:
-            plain = "n/a" if r.plain_overhead_pct is None else f"{r.plain_overhead_pct:+.2f}%"
-            lines.append(f"- `{r.case_id}`: {r.hook_overhead_pct:.3f}% (A/B: {plain})")
+            ab = "n/a"
+            if r.plain_overhead_pct is not None and r.plain_e2e_ms:
+                low, high = min(r.plain_e2e_ms), max(r.plain_e2e_ms)
+                ab = (
+                    f"{r.plain_overhead_pct:+.2f}% over {len(r.plain_e2e_ms)} pairs; plain runs"
+                    f" {low:.0f}–{high:.0f} ms"
+                )
+            lines.append(f"- `{r.case_id}`: {r.hook_overhead_pct:.3f}% (A/B: {ab})")
     notes = sorted({r.memory_note for r in results if r.memory_note})
     lines += [f"\n> memory: {note}" for note in notes]
     return "\n".join(lines) + "\n"

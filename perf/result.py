@@ -67,6 +67,7 @@ class BenchmarkResult:
     memory_sample_rate_hz: float = 0.0
     hook_overhead_pct: float | None = None  # the hook's own time / e2e, median over rounds
     plain_overhead_pct: float | None = None  # median paired e2e ratio, hooked / plain, - 1
+    plain_e2e_ms: tuple[float, ...] = ()  # the plain reference runs themselves
     skipped: str | None = None
     error: str | None = None  # the case crashed: its test failed with this message
 
@@ -113,6 +114,7 @@ class BenchmarkResult:
             memory_sample_rate_hz=min(r.memory.sample_rate_hz for r in rounds),
             hook_overhead_pct=hook[len(hook) // 2],
             plain_overhead_pct=plain_overhead,
+            plain_e2e_ms=tuple(plain_e2e_ms),
         )
 
     @classmethod
@@ -146,6 +148,7 @@ class BenchmarkResult:
             "memory_sample_rate_hz": self.memory_sample_rate_hz,
             "hook_overhead_pct": self.hook_overhead_pct,
             "plain_overhead_pct": self.plain_overhead_pct,
+            "plain_e2e_ms": list(self.plain_e2e_ms),
             "verdicts": {},
             "skipped": self.skipped,
             "error": self.error,
@@ -165,6 +168,8 @@ class BenchmarkResult:
             return None if value is None else float(value)  # type: ignore[arg-type]
 
         skipped, error = data.get("skipped"), data.get("error")
+        plain = data.get("plain_e2e_ms") or []
+        assert isinstance(plain, list)
         return cls(
             model=str(data["model"]),
             config=str(data["config"]),
@@ -179,6 +184,7 @@ class BenchmarkResult:
             memory_sample_rate_hz=float(data.get("memory_sample_rate_hz", 0.0)),  # type: ignore[arg-type]
             hook_overhead_pct=optional_float("hook_overhead_pct"),
             plain_overhead_pct=optional_float("plain_overhead_pct"),
+            plain_e2e_ms=tuple(float(x) for x in plain),
             skipped=None if skipped is None else str(skipped),
             error=None if error is None else str(error),
         )

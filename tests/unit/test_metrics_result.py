@@ -53,6 +53,7 @@ def test_result_from_rounds_keeps_all_samples():
     assert result.stop_reasons["max_new_tokens"] == 6
     # paired ratios 1000/900 and 500/500: median 1.0556 -> +5.56 %
     assert round(result.plain_overhead_pct, 2) == 5.56
+    assert result.plain_e2e_ms == (900.0, 500.0)  # the reference runs are kept, like every sample
     assert result.memory_source == "psutil-rss"
     assert "peak_gpu_memory_mib" not in result.metrics
 
@@ -70,7 +71,13 @@ finite = st.floats(0.001, 1e6, allow_nan=False)
 def test_result_round_trips_through_json(rows):
     rounds = [measurement(e2e, tuple(lengths), peak) for e2e, lengths, peak in rows]
     result = BenchmarkResult.from_rounds(
-        model="m", config="c", workload="w", device="cpu", dtype="float32", rounds=rounds
+        model="m",
+        config="c",
+        workload="w",
+        device="cpu",
+        dtype="float32",
+        rounds=rounds,
+        plain_e2e_ms=[e2e for e2e, _, _ in rows][:2],
     )
     again = BenchmarkResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
