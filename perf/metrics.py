@@ -55,6 +55,8 @@ METRICS: Mapping[str, MetricSpec] = {
             "equal",
             "mean generated tokens per sequence in the batch",
         ),
+        MetricSpec("output_length_min_tokens", "tokens", "equal", "shortest sequence in the batch"),
+        MetricSpec("output_length_max_tokens", "tokens", "equal", "longest sequence in the batch"),
         MetricSpec("peak_rss_mib", "MiB", "lower", "host resident memory peak during generate"),
         MetricSpec(
             "peak_gpu_memory_mib",

@@ -24,7 +24,7 @@ COLUMNS = (
     "TPOT ms",
     "ITL p50/p99 ms",
     "peak mem MiB",
-    "mean out len",
+    "out len mean [min-max]",
     "stops eos/max",
     "memory source",
 )
@@ -42,6 +42,15 @@ def _median(result: BenchmarkResult, name: str, fmt: str = ".1f") -> str:
     return format(metric.median, fmt) if metric else "-"
 
 
+def _lengths(result: BenchmarkResult) -> str:
+    """Mean output length (median over rounds) and the extremes over all rounds."""
+    if "output_length_min_tokens" not in result.metrics:
+        return _median(result, "output_length_tokens")
+    low = result.metrics["output_length_min_tokens"].stats.min
+    high = result.metrics["output_length_max_tokens"].stats.max
+    return f"{_median(result, 'output_length_tokens')} [{low:.0f}-{high:.0f}]"
+
+
 def row(result: BenchmarkResult) -> tuple[str, ...]:
     if result.skipped is not None:
         return (result.config, result.workload, f"skipped: {result.skipped}", *[""] * 7)
@@ -56,7 +65,7 @@ def row(result: BenchmarkResult) -> tuple[str, ...]:
         _median(result, "tpot_ms", ".2f"),
         f"{_median(result, 'itl_p50_ms', '.2f')} / {_median(result, 'itl_p99_ms', '.2f')}",
         _peak_memory(result),
-        _median(result, "output_length_tokens"),
+        _lengths(result),
         f"{result.stop_reasons.get('eos', 0)}/{result.stop_reasons.get('max_new_tokens', 0)}",
         result.memory_source,
     )

@@ -31,6 +31,8 @@ class RoundMeasurement:
             "e2e_latency_ms": self.e2e_ms,
             "ttft_ms": self.latency.ttft_ms,
             "output_length_tokens": self.lengths.mean,
+            "output_length_min_tokens": float(min(self.lengths.lengths)),
+            "output_length_max_tokens": float(max(self.lengths.lengths)),
         }
         if self.latency.tpot_ms is not None:
             values["tpot_ms"] = self.latency.tpot_ms

@@ -78,6 +78,8 @@ def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monk
         "tpot_ms",
         "itl_p99_ms",
         "output_length_tokens",
+        "output_length_min_tokens",
+        "output_length_max_tokens",
         "peak_rss_mib",
     ):
         metric = greedy["metrics"][name]

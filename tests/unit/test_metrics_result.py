@@ -49,6 +49,8 @@ def test_result_from_rounds_keeps_all_samples():
     )
     assert result.metrics["output_tokens_per_s"].samples == (8.0, 16.0, 7.5)
     assert result.metrics["output_length_tokens"].samples == (4.0, 4.0, 3.0)
+    assert result.metrics["output_length_min_tokens"].samples == (4.0, 4.0, 2.0)
+    assert result.metrics["output_length_max_tokens"].samples == (4.0, 4.0, 4.0)
     assert result.output_lengths == ((4, 4), (4, 4), (4, 2))
     assert result.stop_reasons["max_new_tokens"] == 6
     # paired ratios 1000/900 and 500/500: median 1.0556 -> +5.56 %
