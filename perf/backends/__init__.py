@@ -31,6 +31,9 @@ class LoadedModel:
     dtype: str
     parameters: int
     load_s: float
+    # The object that owns the model when a backend wraps it (DeepSpeed's InferenceEngine);
+    # kept so that it lives as long as the model it manages.
+    engine: object | None = None
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
@@ -44,7 +47,7 @@ class LoadedModel:
 def _module(backend: str) -> ModuleType:
     import importlib
 
-    modules: dict[str, str] = {"hf": "perf.backends.hf"}
+    modules: dict[str, str] = {"hf": "perf.backends.hf", "deepspeed": "perf.backends.deepspeed"}
     return importlib.import_module(modules[backend])
 
 

@@ -21,7 +21,7 @@ from perf.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,19 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def _drop_gguf_marker(model: PreTrainedModel) -> None:
+    """A GGUF file whose weights were dequantised on load is a plain float model; say so.
+
+    transformers still flags it ``is_quantized`` (its GGUF quantizer only clears the flag when
+    asked to dequantise up front), and that flag makes ``model.float()`` raise, which breaks
+    wrappers such as ``deepspeed.init_inference`` that cast the model. When no layer kept packed
+    GGUF weights, transformers' own ``remove_quantization_config`` is the right state.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and not getattr(quantizer, "packed_modules", None):
+        quantizer.remove_quantization_config(model)
+
+
 def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -98,6 +111,7 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
             model = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, gguf_file=gguf.name, local_files_only=True, **common
             )
+            _drop_gguf_marker(model)
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 spec.location,

@@ -135,3 +135,19 @@ def test_pickle_checkpoints_are_refused_unless_allowed(tiny_loaded, tmp_path):
         backends.load(ModelSpec.resolve("m", tmp_path, "x"), RunConfig("b"), DeviceInfo("cpu"))
     allowed = ModelSpec.resolve("m", tmp_path, "x", allow_pickle=True)
     assert backends.load(allowed, RunConfig("b"), DeviceInfo("cpu")).parameters > 0
+
+
+def test_embedded_model_loads_as_a_plain_float_model():
+    """The real default model: dequantised GGUF, so no quantization flag that would make
+    ``model.float()`` raise (which broke deepspeed.init_inference before the fix)."""
+    from perf import backends
+    from perf.config import ModelSpec, RunConfig
+    from perf.device import DeviceInfo
+
+    loaded = backends.load(
+        ModelSpec.resolve("embedded", None, "test"), RunConfig("baseline"), DeviceInfo("cpu")
+    )
+    assert 134e6 < loaded.parameters < 135e6
+    assert not getattr(loaded.model, "is_quantized", False)
+    assert loaded.model.float() is loaded.model
+    assert loaded.eos_token_ids == (loaded.tokenizer.convert_tokens_to_ids("<|im_end|>"),)

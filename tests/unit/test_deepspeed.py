@@ -1,0 +1,89 @@
+"""The deepspeed backend: availability logic, config validation, and a real init_inference run
+on the tiny model (CPU, no kernel injection) that must reproduce the baseline's greedy tokens."""
+
+import importlib.util
+
+import pytest
+
+from perf.backends import deepspeed as ds_backend
+from perf.config import RunConfig, SamplingParams, Workload, parse_settings
+from perf.device import DeviceInfo
+from perf.errors import ConfigError
+
+from .test_config import REPO
+from .test_generation_real import runner_for
+
+CPU = DeviceInfo("cpu")
+
+
+def test_missing_deepspeed_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "deepspeed" else real(name, *a),
+    )
+    reason = ds_backend.available(RunConfig("ds", backend="deepspeed"), CPU)
+    assert ds_backend.INSTALL_COMMAND in reason
+
+
+def test_kernel_injection_needs_cuda():
+    reason = ds_backend.available(RunConfig("ds", backend="deepspeed", kernel_inject=True), CPU)
+    assert "needs CUDA" in reason
+
+
+def test_tensor_parallel_needs_the_launcher(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    reason = ds_backend.available(RunConfig("ds", backend="deepspeed", tp_size=2), CPU)
+    assert "deepspeed --num_gpus 2" in reason
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert ds_backend.available(RunConfig("ds", backend="deepspeed", tp_size=2), CPU) is None
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ({"backend": "hf", "kernel_inject": True}, "apply to backend = 'deepspeed' only"),
+        ({"backend": "deepspeed", "tp_size": 0}, "tp_size = 0: must be >= 1"),
+        (
+            {"backend": "deepspeed", "tp_size": "2"},
+            "tp_size = '2' is not valid; allowed: an integer",
+        ),
+    ],
+)
+def test_deepspeed_options_are_validated(table, fragment):
+    with pytest.raises(ConfigError, match=r"tool\.genperf\.config\.ds") as info:
+        parse_settings({"config": {"ds": table}}, "pyproject.toml", REPO)
+    assert fragment in str(info.value)
+
+
+def test_repository_defines_a_deepspeed_config():
+    from perf.config import load_settings
+
+    config = load_settings(REPO / "pyproject.toml").config_defs["deepspeed"]
+    assert config.backend == "deepspeed" and not config.kernel_inject
+
+
+@pytest.mark.deepspeed
+def test_init_inference_reproduces_baseline_greedy_tokens(tiny_loaded):
+    from perf import backends
+
+    loaded = backends.load(tiny_loaded.spec, RunConfig("ds", backend="deepspeed"), CPU)
+    assert type(loaded.engine).__name__ == "InferenceEngine"
+    workload = Workload("w", ("short", "medium", "long"), 3, SamplingParams(max_new_tokens=10))
+    ours = runner_for(loaded, workload)
+    theirs = runner_for(tiny_loaded, workload)
+    import torch
+
+    outputs = []
+    for runner in (ours, theirs):
+        with torch.inference_mode():
+            seq = runner.loaded.model.generate(
+                input_ids=runner.batch.input_ids,
+                attention_mask=runner.batch.attention_mask,
+                **workload.sampling.generate_kwargs(),
+            )
+        outputs.append(seq.tolist())
+    assert outputs[0] == outputs[1]  # padded batch, fp32, no kernel injection: identical tokens
+    measured = ours.measure()
+    assert measured.lengths.total_tokens == 30 and measured.e2e_ms > 0
