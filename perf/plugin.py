@@ -274,7 +274,10 @@ def _progress_writer(config: pytest.Config) -> Callable[[str], None] | None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     perf = session.config.stash.get(SESSION_KEY, None)
-    if perf is None or not perf.results or perf.options.report_dir is None:
+    if perf is None:
+        return
+    perf.release()  # the model is not needed past the last test, with or without reports
+    if not perf.results or perf.options.report_dir is None:
         return
     from perf.report import write_reports
 
@@ -282,7 +285,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         perf.options.report_dir, perf.results, perf.environment, perf.run_description()
     )
     session.config.stash[WRITTEN_KEY] = written
-    perf.release()
 
 
 def pytest_terminal_summary(

@@ -97,8 +97,8 @@ class BenchmarkResult:
         hook = sorted(100 * r.hook_self_ms / r.e2e_ms for r in rounds)
         plain_overhead = None
         if plain_e2e_ms:
-            # Paired: each plain generate ran right before the measured round it is compared
-            # with, so slow drift of the machine cancels out of the ratio.
+            # Paired: each plain generate ran next to the measured round it is compared with
+            # (before or after it, alternating), so slow drift of the machine cancels out.
             ratios = tuple(r.e2e_ms / plain for r, plain in zip(rounds, plain_e2e_ms, strict=False))
             plain_overhead = 100 * (SampleStats(ratios).median - 1)
         memory = rounds[-1].memory
