@@ -21,6 +21,21 @@ from perf.errors import ConfigError
 
 PROMPT_CLASSES = ("short", "medium", "long")
 BACKENDS = ("hf", "deepspeed")
+# Quantization methods by name (bits, then method); "int8" and "int4" are aliases resolved per
+# device to the best method installed (perf/backends/quantized.py, docs/configuration.md).
+QUANTIZATIONS = (
+    "none",
+    "int8",
+    "int4",
+    "int8-dynamic",
+    "int8-torchao",
+    "int8-bnb",
+    "int4-torchao",
+    "int4-bnb-nf4",
+)
+# Output-parity threshold kinds (docs/parity.md); "auto" derives one from the config.
+PARITY_KINDS = ("auto", "exact", "close", "int8", "int4", "off")
+EXPECT_DEVICES = ("any", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -150,6 +165,15 @@ class RunConfig:
         default=False, metadata={"help": "deepspeed: replace_with_kernel_inject (CUDA only)"}
     )
     tp_size: int = field(default=1, metadata={"help": "deepspeed: tensor-parallel degree"})
+    quantization: str = field(
+        default="none", metadata={"help": "weight quantization method, or int8/int4 aliases"}
+    )
+    parity: str = field(
+        default="auto", metadata={"help": "output-parity threshold kind against the reference"}
+    )
+    expect: tuple[Expectation, ...] = field(
+        default=(), metadata={"help": "in-run ratio expectations against the reference config"}
+    )
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -168,13 +192,132 @@ class RunConfig:
                 "kernel_inject and tp_size apply to backend = 'deepspeed' only;"
                 f" this config has backend = {self.backend!r}"
             )
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(
+                f"quantization = {self.quantization!r}: allowed: {', '.join(QUANTIZATIONS)}"
+            )
+        if self.quantization != "none" and self.backend != "hf":
+            raise ConfigError(
+                f"quantization = {self.quantization!r} applies to backend = 'hf' only;"
+                f" this config has backend = {self.backend!r}"
+            )
+        if self.parity not in PARITY_KINDS:
+            raise ConfigError(f"parity = {self.parity!r}: allowed: {', '.join(PARITY_KINDS)}")
 
-    def to_dict(self) -> dict[str, str | bool | int]:
-        return dataclasses.asdict(self)
+    @property
+    def quantized(self) -> bool:
+        return self.quantization != "none"
+
+    def parity_kind(self, reference: RunConfig) -> str:
+        """The threshold kind this config's outputs are held to against ``reference``.
+
+        Same numerics as the reference -> ``exact``; quantized -> its bit width; another dtype
+        or DeepSpeed's fused kernels -> ``close`` (docs/parity.md).
+        """
+        if self.parity != "auto":
+            return self.parity
+        if self.quantized:
+            return self.quantization.split("-")[0]
+        if self.kernel_inject or self.dtype != reference.dtype:
+            return "close"
+        return "exact"
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = dataclasses.asdict(self)
+        data["expect"] = [e.to_dict() for e in self.expect]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> RunConfig:
-        return _build(cls, data, "config")
+        fields = dict(data)
+        expect = fields.pop("expect", [])
+        assert isinstance(expect, list | tuple)
+        fields["expect"] = tuple(Expectation.from_dict(e) for e in expect)
+        return _build(cls, fields, "config")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """An in-run expectation: this config's median of ``metric`` / the reference's, bounded.
+
+    ``metric = "peak_memory"`` stands for the device's memory metric (docs/metrics.md).
+    """
+
+    metric: str
+    min_ratio: float | None = None
+    max_ratio: float | None = None
+    device: str = "any"
+
+    def __post_init__(self) -> None:
+        from perf.metrics import METRICS, PEAK_MEMORY
+
+        allowed = (PEAK_MEMORY, *METRICS)
+        if self.metric not in allowed:
+            raise ConfigError(
+                f"expect.{self.metric}: unknown metric; allowed: {', '.join(allowed)}"
+            )
+        if self.min_ratio is None and self.max_ratio is None:
+            raise ConfigError(f"expect.{self.metric}: set min_ratio, max_ratio or both")
+        for key in ("min_ratio", "max_ratio"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"expect.{self.metric}.{key} = {value}: must be > 0")
+        if self.device not in EXPECT_DEVICES:
+            raise ConfigError(
+                f"expect.{self.metric}.device = {self.device!r}: allowed:"
+                f" {', '.join(EXPECT_DEVICES)}"
+            )
+
+    def applies_to(self, is_cuda: bool) -> bool:
+        return self.device == "any" or (self.device == "cuda") == is_cuda
+
+    def fails(self, ratio: float) -> str | None:
+        """None when ``ratio`` meets the expectation, else what was expected."""
+        if self.min_ratio is not None and ratio < self.min_ratio:
+            return f">= {self.min_ratio:g}x"
+        if self.max_ratio is not None and ratio > self.max_ratio:
+            return f"<= {self.max_ratio:g}x"
+        return None
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> Expectation:
+        assert isinstance(data, Mapping)
+        return _build(cls, data, "expect")
+
+
+@dataclass(frozen=True)
+class ParityThresholds:
+    """Output-parity limits for one kind (docs/parity.md has the calibration)."""
+
+    min_top1_agreement: float
+    max_nll_increase: float
+    min_exact_match_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("min_top1_agreement", "min_exact_match_rate"):
+            value = getattr(self, key)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{key} = {value}: must be in [0, 1]")
+        if self.max_nll_increase < 0:
+            raise ConfigError(f"max_nll_increase = {self.max_nll_increase}: must be >= 0")
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+# Calibrated on the embedded model (docs/parity.md); overridable per kind in
+# [tool.genperf.parity.KIND]. "exact": same numerics as the reference, so nothing may differ.
+DEFAULT_PARITY: Mapping[str, ParityThresholds] = {
+    "exact": ParityThresholds(
+        min_top1_agreement=1.0, max_nll_increase=1e-4, min_exact_match_rate=1.0
+    ),
+    "close": ParityThresholds(min_top1_agreement=0.95, max_nll_increase=0.05),
+    "int8": ParityThresholds(min_top1_agreement=0.85, max_nll_increase=0.15),
+    "int4": ParityThresholds(min_top1_agreement=0.60, max_nll_increase=1.0),
+}
 
 
 ModelKind = Literal["embedded", "tiny", "local", "hub"]
@@ -256,7 +399,27 @@ class Settings:
     hook_check_rounds: int = 3
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    # The config every other is compared with (parity, in-run ratios); None: "baseline" when
+    # such a config is defined, else no comparisons.
+    reference: str | None = None
+    parity: Mapping[str, ParityThresholds] = field(default_factory=lambda: dict(DEFAULT_PARITY))
     source: str = "built-in defaults"
+
+    @property
+    def reference_name(self) -> str | None:
+        if self.reference is not None:
+            return self.reference
+        return "baseline" if "baseline" in self.config_defs else None
+
+    @property
+    def reference_config(self) -> RunConfig | None:
+        name = self.reference_name
+        return None if name is None else self.config_defs.get(name)
+
+    def ordered_configs(self) -> tuple[str, ...]:
+        """The chosen configs with the reference first: every other config is compared with it."""
+        first = tuple(c for c in self.configs if c == self.reference_name)
+        return first + tuple(c for c in self.configs if c != self.reference_name)
 
     def check(self) -> None:
         """Cross-field validation: selections refer to defined names, counts are sane."""
@@ -271,6 +434,13 @@ class Settings:
             raise _fail(where, "hook_check_rounds", self.hook_check_rounds, "an integer >= 0")
         if not self.max_hook_overhead_pct > 0:
             raise _fail(where, "max_hook_overhead_pct", self.max_hook_overhead_pct, "> 0")
+        if self.reference is not None and self.reference not in self.config_defs:
+            raise _fail(
+                where,
+                "reference",
+                self.reference,
+                f"a defined config ({', '.join(sorted(self.config_defs))})",
+            )
         for key, chosen, defined in (
             ("configs (--perf-configs)", self.configs, self.config_defs),
             ("workloads (--perf-workloads)", self.workloads, self.workload_defs),
@@ -323,6 +493,8 @@ _SETTINGS_KEYS = {
     "hook_check_rounds": int,
     "trust_remote_code": bool,
     "allow_pickle": bool,
+    "reference": str,
+    "parity": dict,
     "config": dict,
     "workload": dict,
 }
@@ -344,6 +516,15 @@ _CONFIG_KEYS = {
     "attn_implementation": str,
     "kernel_inject": bool,
     "tp_size": int,
+    "quantization": str,
+    "parity": str,
+    "expect": dict,
+}
+_EXPECT_KEYS = {"min_ratio": float, "max_ratio": float, "device": str}
+_PARITY_KEYS = {
+    "min_top1_agreement": float,
+    "max_nll_increase": float,
+    "min_exact_match_rate": float,
 }
 
 
@@ -374,8 +555,24 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
         if not isinstance(sub, Mapping):
             raise _fail(sub_where, name, sub, "a table")
         _check_types(sub_where, sub, _CONFIG_KEYS)
+        fields_ = dict(cast(Mapping[str, Any], sub))
         try:
-            config_defs[name] = RunConfig(name=name, **cast(Mapping[str, Any], sub))
+            fields_["expect"] = _parse_expect(fields_.get("expect", {}), sub_where)
+            config_defs[name] = RunConfig(name=name, **fields_)
+        except ConfigError as exc:
+            raise ConfigError(f"{sub_where}: {exc}") from None
+    parity = dict(DEFAULT_PARITY)
+    for kind, sub in cast(Mapping[str, object], table.get("parity", {})).items():
+        sub_where = f"{source} [tool.genperf.parity.{kind}]"
+        if kind not in DEFAULT_PARITY:
+            raise _fail(sub_where, "kind", kind, ", ".join(DEFAULT_PARITY))
+        if not isinstance(sub, Mapping):
+            raise _fail(sub_where, kind, sub, "a table")
+        _check_types(sub_where, sub, _PARITY_KEYS)
+        try:
+            parity[kind] = dataclasses.replace(
+                parity[kind], **{k: float(cast(float, v)) for k, v in sub.items()}
+            )
         except ConfigError as exc:
             raise ConfigError(f"{sub_where}: {exc}") from None
     workload_defs: dict[str, Workload] = {}
@@ -398,6 +595,7 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
             "hook_check_rounds",
             "trust_remote_code",
             "allow_pickle",
+            "reference",
         )
         if key in table
     }
@@ -410,6 +608,7 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
     fields.setdefault("workloads", tuple(workload_defs))
     settings = Settings(
         prompts=prompts,
+        parity=parity,
         config_defs=config_defs,
         workload_defs=workload_defs,
         source=source,
@@ -417,6 +616,22 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
     )
     settings.check()
     return settings
+
+
+def _parse_expect(table: object, where: str) -> tuple[Expectation, ...]:
+    """``expect.METRIC = {min_ratio, max_ratio, device}`` tables, in file order."""
+    if not isinstance(table, Mapping):
+        raise _fail(where, "expect", table, "a table of metric = {min_ratio, max_ratio, device}")
+    expectations = []
+    for metric, bounds in table.items():
+        if not isinstance(bounds, Mapping):
+            raise _fail(where, f"expect.{metric}", bounds, "a table (min_ratio, max_ratio, device)")
+        _check_types(f"{where} expect.{metric}", bounds, _EXPECT_KEYS)
+        ratios = {k: float(v) for k, v in bounds.items() if k != "device"}
+        expectations.append(
+            Expectation(metric=str(metric), device=str(bounds.get("device", "any")), **ratios)
+        )
+    return tuple(expectations)
 
 
 def _parse_workload(name: str, table: Mapping[str, object], where: str) -> Workload:

@@ -18,3 +18,11 @@ class ModelLoadError(GenperfError):
 
 class BackendUnavailable(GenperfError):
     """A configuration cannot run on this machine; the message is the skip reason."""
+
+
+class PerformanceRegression(GenperfError):
+    """A measurement broke a limit: an in-run expectation against the reference config."""
+
+
+class ParityError(GenperfError):
+    """A config's outputs differ from the reference config's beyond its parity thresholds."""

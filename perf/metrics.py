@@ -59,6 +59,12 @@ METRICS: Mapping[str, MetricSpec] = {
         MetricSpec("output_length_max_tokens", "tokens", "equal", "longest sequence in the batch"),
         MetricSpec("peak_rss_mib", "MiB", "lower", "host resident memory peak during generate"),
         MetricSpec(
+            "peak_rss_delta_mib",
+            "MiB",
+            "lower",
+            "peak RSS during generate minus RSS before this config's model was loaded",
+        ),
+        MetricSpec(
             "peak_gpu_memory_mib",
             "MiB",
             "lower",
@@ -68,6 +74,23 @@ METRICS: Mapping[str, MetricSpec] = {
         MetricSpec("torch_peak_reserved_mib", "MiB", "lower", "torch.cuda.max_memory_reserved"),
     )
 }
+
+
+# "peak_memory" in expectations and in-run ratios: the first of these a result has, i.e. NVML on
+# CUDA (torch's reserved peak when NVML is unavailable) and the RSS growth over the pre-load
+# level on the CPU. Absolute RSS is last: it includes the interpreter and every library loaded.
+PEAK_MEMORY = "peak_memory"
+MEMORY_PREFERENCE = (
+    "peak_gpu_memory_mib",
+    "torch_peak_reserved_mib",
+    "peak_rss_delta_mib",
+    "peak_rss_mib",
+)
+
+
+def memory_metric(available: Mapping[str, object]) -> str | None:
+    """The metric that stands for "peak memory" among ``available`` names."""
+    return next((name for name in MEMORY_PREFERENCE if name in available), None)
 
 
 @dataclass(frozen=True)

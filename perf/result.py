@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from perf.metrics import MetricSamples, SampleStats
+from perf.parity import ParityResult
 from perf.trackers.length import STOP_REASONS, LengthResult
 from perf.trackers.memory import MemoryResult
 from perf.trackers.timing import LatencyResult
@@ -42,6 +43,7 @@ class RoundMeasurement:
                 values[f"itl_{name}_ms"] = value
         for name in (
             "peak_rss_mib",
+            "peak_rss_delta_mib",
             "peak_gpu_memory_mib",
             "torch_peak_allocated_mib",
             "torch_peak_reserved_mib",
@@ -72,6 +74,12 @@ class BenchmarkResult:
     plain_e2e_ms: tuple[float, ...] = ()  # the plain reference runs themselves
     skipped: str | None = None
     error: str | None = None  # the case crashed: its test failed with this message
+    details: str = ""  # how the model ran (backend, dtype, quantization method, kernels)
+    # Against the reference config, same workload, same session (None / empty: not compared).
+    parity: ParityResult | None = None
+    ratios: Mapping[str, float] = field(default_factory=dict)  # metric -> median / reference's
+    expectation_failures: tuple[str, ...] = ()
+    comparison_note: str = ""  # why parity or ratios are missing, when they are
 
     @classmethod
     def from_rounds(
@@ -84,6 +92,7 @@ class BenchmarkResult:
         dtype: str,
         rounds: Sequence[RoundMeasurement],
         plain_e2e_ms: Sequence[float] = (),
+        details: str = "",
     ) -> BenchmarkResult:
         if not rounds:
             raise ValueError("a BenchmarkResult needs at least one measured round")
@@ -117,6 +126,7 @@ class BenchmarkResult:
             hook_overhead_pct=hook[len(hook) // 2],
             plain_overhead_pct=plain_overhead,
             plain_e2e_ms=tuple(plain_e2e_ms),
+            details=details,
         )
 
     @classmethod
@@ -154,6 +164,11 @@ class BenchmarkResult:
             "verdicts": {},
             "skipped": self.skipped,
             "error": self.error,
+            "details": self.details,
+            "parity": None if self.parity is None else self.parity.to_dict(),
+            "ratios": dict(sorted(self.ratios.items())),
+            "expectation_failures": list(self.expectation_failures),
+            "comparison_note": self.comparison_note,
         }
 
     @classmethod
@@ -170,6 +185,9 @@ class BenchmarkResult:
             return None if value is None else float(value)  # type: ignore[arg-type]
 
         skipped, error = data.get("skipped"), data.get("error")
+        parity, ratios = data.get("parity"), data.get("ratios") or {}
+        failures = data.get("expectation_failures") or []
+        assert isinstance(ratios, Mapping) and isinstance(failures, list)
         plain = data.get("plain_e2e_ms") or []
         assert isinstance(plain, list)
         return cls(
@@ -189,4 +207,9 @@ class BenchmarkResult:
             plain_e2e_ms=tuple(float(x) for x in plain),
             skipped=None if skipped is None else str(skipped),
             error=None if error is None else str(error),
+            details=str(data.get("details", "")),
+            parity=ParityResult.from_dict(parity) if isinstance(parity, Mapping) else None,
+            ratios={str(k): float(v) for k, v in ratios.items()},
+            expectation_failures=tuple(str(f) for f in failures),
+            comparison_note=str(data.get("comparison_note", "")),
         )

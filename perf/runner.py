@@ -30,13 +30,16 @@ class GenerationRunner:
         batch: PreparedBatch,
         probe: NvmlProbe | None = None,
         probe_note: str = "",
+        rss_before_load_mib: float | None = None,
     ) -> None:
         self.loaded = loaded
         self.workload = workload
         self.batch = batch
         self._kwargs = workload.sampling.generate_kwargs()
         self._clock = StepClock(loaded.device, capacity=workload.sampling.max_new_tokens)
-        self._memory = MemoryTracker(loaded.device, probe, probe_note)
+        self._memory = MemoryTracker(loaded.device, probe, probe_note, rss_before_load_mib)
+        # The output of the latest measured round (read for output parity, after timing).
+        self.last_sequences: torch.Tensor | None = None
 
     def _generate(self, with_clock: bool) -> tuple[torch.Tensor, float]:
         import torch
@@ -66,6 +69,7 @@ class GenerationRunner:
         """One fully instrumented generate call."""
         with self._memory.track():
             sequences, elapsed_s = self._generate(with_clock=True)
+        self.last_sequences = sequences
         lengths = count_generated(
             sequences,
             self.batch.padded_length,

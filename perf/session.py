@@ -7,6 +7,7 @@ loaded (the pre-load memory level), runs cases and collects their results for th
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from perf import backends
 from perf.backends import LoadedModel
 from perf.config import ModelSpec, RunConfig, Settings, Workload
 from perf.device import DeviceInfo, resolve_device, unavailable_reason
-from perf.errors import GenperfError
+from perf.errors import GenperfError, ParityError, PerformanceRegression
 from perf.fingerprint import Fingerprint, fingerprint
+from perf.metrics import PEAK_MEMORY, memory_metric
+from perf.parity import ParityResult, TeacherForced, Tokens, compare, continuations, teacher_forced
 from perf.result import BenchmarkResult, RoundMeasurement
 from perf.runner import GenerationRunner
-from perf.trackers.memory import NvmlProbe, pci_bus_id
+from perf.trackers.memory import NvmlProbe, pci_bus_id, trim_host_memory
 from perf.workload import Prompt, load_prompts, prepare_batch, select_prompts
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,16 @@ class Case:
         return f"{self.config.name}-{self.workload.name}"
 
 
+@dataclass(frozen=True)
+class ReferenceOutput:
+    """The reference config's greedy continuation of one workload, scored by its own model."""
+
+    config: str
+    input_ids: tuple[tuple[int, ...], ...]
+    tokens: Tokens
+    scored: TeacherForced
+
+
 class PerfSession:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
@@ -68,11 +81,18 @@ class PerfSession:
         self._probe_note = ""
         self._fingerprint: Fingerprint | None = None
         self._started = False
+        self._rss_before_load_mib: float | None = None
+        self._references: dict[str, ReferenceOutput] = {}
 
     def cases(self) -> list[Case]:
-        """Config-major order, so each config's model is loaded once."""
+        """Config-major order, so each config's model is loaded once; the reference config first,
+        so every other config can be compared with it as soon as it has run."""
         s = self.settings
-        return [Case(s.config_defs[c], s.workload_defs[w]) for c in s.configs for w in s.workloads]
+        return [
+            Case(s.config_defs[c], s.workload_defs[w])
+            for c in s.ordered_configs()
+            for w in s.workloads
+        ]
 
     def start(self) -> None:
         """Read the device's memory level before any model is loaded (CUDA only)."""
@@ -108,12 +128,14 @@ class PerfSession:
             return self._loaded
         self.release()
         self.start()
+        self._rss_before_load_mib = trim_host_memory()
         try:
             self._loaded = backends.load(self.options.model, config, self.device)
         except GenperfError as exc:
             self._load_errors[config.name] = exc
             raise
         self._loaded_for = config
+        trim_host_memory()  # loading's temporaries (e.g. float weights before quantization)
         return self._loaded
 
     def release(self) -> None:
@@ -131,7 +153,9 @@ class PerfSession:
         batch = prepare_batch(
             loaded.tokenizer, select_prompts(self.prompts(), case.workload), self.device.name
         )
-        return GenerationRunner(loaded, case.workload, batch, self._probe, self._probe_note)
+        return GenerationRunner(
+            loaded, case.workload, batch, self._probe, self._probe_note, self._rss_before_load_mib
+        )
 
     def run(
         self, case: Case, pedantic: Pedantic, progress: Callable[[str], None] | None = None
@@ -189,9 +213,118 @@ class PerfSession:
             dtype=loaded.dtype,
             rounds=kept,
             plain_e2e_ms=plain_ms,
+            details=loaded.details,
         )
+        parity, note = self._parity(case, runner)
+        result = self._against_reference(result, case, parity, note)
         self.results.append(result)
         return result
+
+    def _parity(self, case: Case, runner: GenerationRunner) -> tuple[ParityResult | None, str]:
+        """Output parity of a greedy workload against the reference (untimed, after the rounds).
+
+        The reference config records its continuation and its own NLL of it; every other config
+        is teacher-forced on that continuation and compared (perf/parity.py).
+        """
+        if not case.workload.greedy or runner.last_sequences is None:
+            return None, ""
+        loaded, batch = runner.loaded, runner.batch
+        pad = int(loaded.tokenizer.pad_token_id)
+        tokens = continuations(runner.last_sequences, batch.padded_length, loaded.eos_token_ids)
+        input_ids = tuple(tuple(row) for row in batch.input_ids.tolist())
+        reference = self.settings.reference_name
+        if reference is None:
+            return None, "parity not checked: no reference config (set reference in [tool.genperf])"
+        if case.config.name == reference:
+            scored = teacher_forced(loaded.model, batch, tokens, pad)
+            self._references[case.workload.name] = ReferenceOutput(
+                reference, input_ids, tokens, scored
+            )
+            return None, ""
+        ref = self._references.get(case.workload.name)
+        reference_config = self.settings.reference_config
+        if ref is None or reference_config is None:
+            return None, (
+                f"parity not checked: the reference config {reference!r} did not run this"
+                " workload in this session (add it to --perf-configs)"
+            )
+        if ref.input_ids != input_ids:
+            return None, "parity not checked: this config tokenised the prompts differently"
+        kind = case.config.parity_kind(reference_config)
+        if kind == "off":
+            return None, "parity off for this config (parity = 'off')"
+        scored = teacher_forced(loaded.model, batch, ref.tokens, pad)
+        parity = compare(
+            reference_name=reference,
+            kind=kind,
+            thresholds=self.settings.parity[kind],
+            reference_tokens=ref.tokens,
+            reference_scored=ref.scored,
+            config_tokens=tokens,
+            config_scored=scored,
+            decode=lambda ids: str(loaded.tokenizer.decode(list(ids))),
+        )
+        return parity, ""
+
+    def _against_reference(
+        self, result: BenchmarkResult, case: Case, parity: ParityResult | None, note: str
+    ) -> BenchmarkResult:
+        """In-run ratios to the reference config's medians, and the config's expectations."""
+        reference = self.settings.reference_name
+        if reference is None or case.config.name == reference:
+            return dataclasses.replace(result, comparison_note=note)
+        ref = next(
+            (
+                r
+                for r in self.results
+                if r.config == reference and r.workload == case.workload.name and r.metrics
+            ),
+            None,
+        )
+        if ref is None:
+            missing = f"no reference result: config {reference!r} did not run this workload"
+            return dataclasses.replace(
+                result, parity=parity, comparison_note="; ".join(filter(None, (note, missing)))
+            )
+
+        def ratio(name: str) -> float | None:
+            if name not in result.metrics or name not in ref.metrics:
+                return None
+            base = ref.metrics[name].median
+            return result.metrics[name].median / base if base > 0 else None
+
+        ratios: dict[str, float] = {}
+        memory = memory_metric(result.metrics)
+        for name in ("output_tokens_per_s", memory):
+            value = ratio(name) if name else None
+            if name and value is not None:
+                ratios[name] = value
+        failures = []
+        for expectation in case.config.expect:
+            if not expectation.applies_to(self.device.is_cuda):
+                continue
+            name = memory if expectation.metric == PEAK_MEMORY else expectation.metric
+            value = ratio(name) if name else None
+            where = f"[tool.genperf.config.{case.config.name}.expect.{expectation.metric}]"
+            if name is None or value is None:
+                failures.append(f"{where}: {expectation.metric} was not measured for both configs")
+                continue
+            ratios[name] = value
+            expected = expectation.fails(value)
+            if expected:
+                unit = result.metrics[name].unit
+                failures.append(
+                    f"{name}: {value:.3f}x the reference {reference!r}"
+                    f" ({result.metrics[name].median:.1f} vs {ref.metrics[name].median:.1f}"
+                    f" {unit}, medians), expected {expected} ({where})"
+                )
+        return dataclasses.replace(
+            result,
+            parity=parity,
+            ratios=ratios,
+            expectation_failures=tuple(failures),
+            comparison_note=note,
+        )
 
     def check(self, result: BenchmarkResult) -> None:
         """In-run checks that fail the result's own test (after it has been recorded)."""
@@ -202,6 +335,21 @@ class PerfSession:
                 f" generate's wall time, above max_hook_overhead_pct = {limit}%"
                 " ([tool.genperf]); its timestamps would distort what they measure"
             )
+        problems: list[str] = []
+        parity = result.parity
+        if parity is not None and not parity.passed:
+            problems.append(
+                f"output parity with {parity.reference!r} failed ({parity.kind} thresholds,"
+                f" docs/parity.md): " + "; ".join(parity.failures)
+            )
+            if parity.divergence is not None:
+                problems.append(parity.divergence.describe(parity.reference, result.config))
+        problems += [f"expectation not met: {failure}" for failure in result.expectation_failures]
+        if problems:
+            error = (
+                ParityError if parity is not None and not parity.passed else PerformanceRegression
+            )
+            raise error(f"{result.case_id}: " + "\n  ".join(problems))
 
     def record_skip(self, case: Case, reason: str) -> None:
         self.results.append(BenchmarkResult.skipped_result(reason=reason, **self._identity(case)))

@@ -34,6 +34,9 @@ class LoadedModel:
     # The object that owns the model when a backend wraps it (DeepSpeed's InferenceEngine);
     # kept so that it lives as long as the model it manages.
     engine: object | None = None
+    # How the model runs, for the reports (e.g. "deepspeed.init_inference, kernel injection on",
+    # "int8 -> int8-dynamic: torch.ao dynamic int8 on nn.Linear").
+    details: str = ""
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
@@ -44,18 +47,25 @@ class LoadedModel:
         return tuple(int(i) for i in ids if i is not None)
 
 
-def _module(backend: str) -> ModuleType:
+# A quantized config is an hf model loaded through a quantization method, hence its own module.
+_MODULES = {
+    "hf": "perf.backends.hf",
+    "deepspeed": "perf.backends.deepspeed",
+    "quantized": "perf.backends.quantized",
+}
+
+
+def _module(config: RunConfig) -> ModuleType:
     import importlib
 
-    modules: dict[str, str] = {"hf": "perf.backends.hf", "deepspeed": "perf.backends.deepspeed"}
-    return importlib.import_module(modules[backend])
+    return importlib.import_module(_MODULES["quantized" if config.quantized else config.backend])
 
 
 def unavailable_reason(config: RunConfig, device: DeviceInfo) -> str | None:
-    check: Callable[[RunConfig, DeviceInfo], str | None] = _module(config.backend).available
+    check: Callable[[RunConfig, DeviceInfo], str | None] = _module(config).available
     return check(config, device)
 
 
 def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
-    loader: Callable[[ModelSpec, RunConfig, DeviceInfo], LoadedModel] = _module(config.backend).load
+    loader: Callable[[ModelSpec, RunConfig, DeviceInfo], LoadedModel] = _module(config).load
     return loader(spec, config, device)

@@ -52,9 +52,12 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
         replace_with_kernel_inject=config.kernel_inject,
         tensor_parallel={"tp_size": config.tp_size},
     )
+    injection = "on" if config.kernel_inject else "off"
     return dataclasses.replace(
         loaded,
         model=engine.module,
         engine=engine,
+        details=f"deepspeed.init_inference, {loaded.dtype}, kernel injection {injection},"
+        f" tp_size {config.tp_size}",
         load_s=loaded.load_s + time.perf_counter() - started,
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from perf.backends import LoadedModel
@@ -86,40 +88,95 @@ def _drop_gguf_marker(model: PreTrainedModel) -> None:
         quantizer.remove_quantization_config(model)
 
 
-def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
+def cache_dir() -> Path:
+    """Where materialised models live: ``$GENPERF_CACHE_DIR``, else ``~/.cache/genperf``."""
+    configured = os.environ.get("GENPERF_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genperf"
+
+
+def _cache_key(spec: ModelSpec) -> str:
+    """Changes whenever what would be materialised could change (file, config, transformers)."""
+    import hashlib
+
+    import transformers
+
+    if spec.kind == "embedded":
+        gguf = embedded_gguf_path()
+        source = f"{gguf.name}:{gguf.stat().st_size}"
+    else:
+        source = (Path(spec.location) / "config.json").read_text(encoding="utf-8")
+    digest = hashlib.sha256(f"{source}|{transformers.__version__}".encode()).hexdigest()
+    return f"{spec.label}-{digest[:12]}"
+
+
+def materialised_folder(spec: ModelSpec) -> Path:
+    """A safetensors folder holding the embedded or tiny model, built once and then reused.
+
+    The embedded GGUF takes ~24 s to dequantise on every load (measured here) and the tiny model
+    exists only as a config; quantization configs in transformers need a regular checkpoint.
+    Both are written once, in float32, with ``save_pretrained`` into a temporary folder that is
+    renamed into place, so concurrent sessions never see half a checkpoint.
+    """
+    import shutil
+    import tempfile
+
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    reason = available(config, device)
-    if reason:
-        raise ModelLoadError(reason)
-    dtype_name = resolve_dtype(config, device)
-    dtype: torch.dtype = getattr(torch, dtype_name)
-    started = time.perf_counter()
-    tokenizer = load_tokenizer(spec)
-    common = {"dtype": dtype, "attn_implementation": config.attn_implementation}
+    target = cache_dir() / "models" / _cache_key(spec)
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("materialising %s as safetensors in %s (once)", spec.label, target)
+    if spec.kind == "embedded":
+        gguf = embedded_gguf_path()
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, local_files_only=True, dtype=torch.float32
+        )
+        _drop_gguf_marker(model)
+    else:
+        model_config = AutoConfig.from_pretrained(spec.location, local_files_only=True)
+        # A fixed seed makes the random tiny model identical in every run and process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        if spec.kind == "tiny":
-            model_config = AutoConfig.from_pretrained(spec.location, local_files_only=True)
-            model_config._attn_implementation = config.attn_implementation
-            # A fixed seed makes the random tiny model identical in every run and process.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = AutoModelForCausalLM.from_config(model_config, dtype=dtype)
-        elif spec.kind == "embedded":
-            gguf = embedded_gguf_path()
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, local_files_only=True, **common
+        model.save_pretrained(staging)
+        load_tokenizer(spec).save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another session finished first; its copy is identical
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_pretrained(
+    spec: ModelSpec, config: RunConfig, dtype: torch.dtype, **extra: object
+) -> PreTrainedModel:
+    """``from_pretrained`` on the spec's weights; ``extra`` carries e.g. a quantization config."""
+    from transformers import AutoModelForCausalLM
+
+    common: dict[str, object] = {"dtype": dtype, "attn_implementation": config.attn_implementation}
+    try:
+        if spec.kind in ("embedded", "tiny"):
+            folder = materialised_folder(spec)
+            return AutoModelForCausalLM.from_pretrained(
+                folder, local_files_only=True, use_safetensors=True, **common, **extra
             )
-            _drop_gguf_marker(model)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(
-                spec.location,
-                local_files_only=spec.kind == "local",
-                trust_remote_code=spec.trust_remote_code,
-                use_safetensors=None if spec.allow_pickle else True,
-                **common,
-            )
+        return AutoModelForCausalLM.from_pretrained(
+            spec.location,
+            local_files_only=spec.kind == "local",
+            trust_remote_code=spec.trust_remote_code,
+            use_safetensors=None if spec.allow_pickle else True,
+            **common,
+            **extra,
+        )
     except (OSError, ValueError) as exc:
         hint = (
             " (only pickle .bin weights? set allow_pickle = true in [tool.genperf] if you trust"
@@ -128,13 +185,30 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
             else ""
         )
         raise ModelLoadError(f"could not load model {spec.location!r}: {exc}{hint}") from exc
-    model = model.to(device.name).eval()
+
+
+def to_device(model: PreTrainedModel, device: DeviceInfo) -> PreTrainedModel:
+    # transformers wraps ``to`` in a decorator whose stub mistypes the device argument.
+    moved: PreTrainedModel = model.to(device.name)  # type: ignore[arg-type]
+    return moved
+
+
+def finish(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: ModelSpec,
+    config: RunConfig,
+    device: DeviceInfo,
+    dtype_name: str,
+    started: float,
+    details: str,
+) -> LoadedModel:
+    """Put a loaded model in eval mode, set its pad token, and describe it for the reports."""
+    model = model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     parameters = sum(p.numel() for p in model.parameters())
     load_s = time.perf_counter() - started
-    log.info(
-        "loaded %s (%s, %.1f M params) in %.1f s", spec.label, dtype_name, parameters / 1e6, load_s
-    )
+    log.info("loaded %s (%s, %s) in %.1f s", spec.label, config.name, details, load_s)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -144,4 +218,19 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
         dtype=dtype_name,
         parameters=parameters,
         load_s=load_s,
+        details=details,
     )
+
+
+def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
+    import torch
+
+    reason = available(config, device)
+    if reason:
+        raise ModelLoadError(reason)
+    dtype_name = resolve_dtype(config, device)
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(spec)
+    model = to_device(load_pretrained(spec, config, getattr(torch, dtype_name)), device)
+    details = f"transformers, {dtype_name}, {config.attn_implementation} attention"
+    return finish(model, tokenizer, spec, config, device, dtype_name, started, details)

@@ -147,10 +147,33 @@ class NvmlProbe:
         return lambda: self.device_used_mib() - self.used_before_load_mib, "nvml-device"
 
 
+def trim_host_memory() -> float:
+    """Collect garbage, hand freed heap back to the OS, and return this process's RSS in MiB.
+
+    Called after a model is released and before the next one loads, so that the next config's
+    RSS growth (``peak_rss_delta_mib``) is its own: glibc keeps freed small-block arenas mapped
+    unless ``malloc_trim`` is asked to return them, and without it a previous model's pages
+    would be charged to the next config (measured: docs/decisions.md).
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    import psutil
+
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+            ctypes.CDLL(libc_name).malloc_trim(0)
+    return float(psutil.Process().memory_info().rss) / MIB
+
+
 @dataclass(frozen=True)
 class MemoryResult:
     source: str  # nvml-process | nvml-device | torch.cuda | psutil-rss
     peak_rss_mib: float | None = None
+    peak_rss_delta_mib: float | None = None
     peak_gpu_memory_mib: float | None = None
     torch_peak_allocated_mib: float | None = None
     torch_peak_reserved_mib: float | None = None
@@ -162,10 +185,17 @@ class MemoryResult:
 class MemoryTracker:
     """Context manager around one generate call; ``result`` is set on exit."""
 
-    def __init__(self, device: DeviceInfo, probe: NvmlProbe | None, probe_note: str = "") -> None:
+    def __init__(
+        self,
+        device: DeviceInfo,
+        probe: NvmlProbe | None,
+        probe_note: str = "",
+        rss_before_load_mib: float | None = None,
+    ) -> None:
         self._device = device
         self._probe = probe
         self._probe_note = probe_note
+        self._rss_before_load_mib = rss_before_load_mib
         self.result: MemoryResult | None = None
 
     @contextlib.contextmanager
@@ -187,9 +217,11 @@ class MemoryTracker:
             with sampler:
                 yield
         finally:
+            before = self._rss_before_load_mib
             self.result = MemoryResult(
                 source="psutil-rss",
                 peak_rss_mib=sampler.peak,
+                peak_rss_delta_mib=None if before is None else sampler.peak - before,
                 sample_count=len(sampler.samples),
                 sample_rate_hz=sampler.rate_hz,
             )
