@@ -26,8 +26,12 @@ COLUMNS = (
     "peak mem MiB",
     "out len mean [min-max]",
     "stops eos/max",
+    "x ref tok/s",
+    "x ref mem",
+    "parity vs ref",
     "memory source",
 )
+N_COLUMNS = len(COLUMNS)
 
 
 def _peak_memory(result: BenchmarkResult) -> str:
@@ -51,11 +55,25 @@ def _lengths(result: BenchmarkResult) -> str:
     return f"{_median(result, 'output_length_tokens')} [{low:.0f}-{high:.0f}]"
 
 
+def _ratio(result: BenchmarkResult, names: Sequence[str]) -> str:
+    for name in names:
+        if name in result.ratios:
+            mark = "!" if any(f.startswith(f"{name}:") for f in result.expectation_failures) else ""
+            return f"{result.ratios[name]:.2f}x{mark}"
+    return "-"
+
+
+def _parity(result: BenchmarkResult) -> str:
+    if result.parity is not None:
+        return result.parity.summary()
+    return "-"
+
+
 def row(result: BenchmarkResult) -> tuple[str, ...]:
     if result.skipped is not None:
-        return (result.config, result.workload, f"skipped: {result.skipped}", *[""] * 7)
+        return (result.config, result.workload, f"skipped: {result.skipped}", *[""] * 10)
     if result.error is not None:
-        return (result.config, result.workload, f"error: {result.error}", *[""] * 7)
+        return (result.config, result.workload, f"error: {result.error}", *[""] * 10)
     tps = result.metrics["output_tokens_per_s"].stats
     return (
         result.config,
@@ -67,17 +85,42 @@ def row(result: BenchmarkResult) -> tuple[str, ...]:
         _peak_memory(result),
         _lengths(result),
         f"{result.stop_reasons.get('eos', 0)}/{result.stop_reasons.get('max_new_tokens', 0)}",
+        _ratio(result, ["output_tokens_per_s"]),
+        _ratio(result, [n for n in result.ratios if n != "output_tokens_per_s"]),
+        _parity(result),
         result.memory_source,
     )
 
 
+def notes(results: Sequence[BenchmarkResult]) -> list[str]:
+    """How each config ran, and every comparison or expectation that needs a reader's eye."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for r in results:
+        if r.details and r.config not in seen:
+            seen.add(r.config)
+            lines.append(f"{r.config}: {r.details}")
+    for r in results:
+        lines += [f"{r.case_id}: expectation not met: {f}" for f in r.expectation_failures]
+        if r.parity is not None and not r.parity.passed:
+            lines.append(f"{r.case_id}: parity failed: {'; '.join(r.parity.failures)}")
+        if r.comparison_note:
+            lines.append(f"{r.case_id}: {r.comparison_note}")
+    return lines
+
+
 def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
     rows = [COLUMNS, *(row(r) for r in results)]
-    widths = [max(len(r[i]) for r in rows if r[i] or i < 3) for i in range(len(COLUMNS))]
+    # Skipped and crashed rows carry one long message; they overflow instead of widening.
+    measured = [COLUMNS, *(row(r) for r in results if r.skipped is None and r.error is None)]
+    widths = [max(len(r[i]) for r in measured) for i in range(N_COLUMNS)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    extra = notes(results)
+    if extra:
+        lines += ["", *extra]
     return lines
 
 
@@ -104,7 +147,7 @@ def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> st
         f"transformers {sw.get('transformers')}, genperf {__version__}.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"]) + "|",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 9 + ["---"] * 2) + "|",
     ]
     lines += [
         "| " + " | ".join(cell.replace("|", "\\|") for cell in row(r)) + " |" for r in results
@@ -128,8 +171,17 @@ def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> st
                     f" {low:.0f}–{high:.0f} ms"
                 )
             lines.append(f"- `{r.case_id}`: {r.hook_overhead_pct:.3f}% (A/B: {ab})")
-    notes = sorted({r.memory_note for r in results if r.memory_note})
-    lines += [f"\n> memory: {note}" for note in notes]
+    extra = notes(results)
+    if extra:
+        lines += [
+            "",
+            "Configs and comparisons (ratios are medians over the reference config's,"
+            " same workload, same session; parity is on greedy workloads, docs/parity.md):",
+            "",
+        ]
+        lines += [f"- {line}" for line in extra]
+    memory_notes = sorted({r.memory_note for r in results if r.memory_note})
+    lines += [f"\n> memory: {note}" for note in memory_notes]
     return "\n".join(lines) + "\n"
 
 
