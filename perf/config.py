@@ -315,8 +315,8 @@ DEFAULT_PARITY: Mapping[str, ParityThresholds] = {
         min_top1_agreement=1.0, max_nll_increase=1e-4, min_exact_match_rate=1.0
     ),
     "close": ParityThresholds(min_top1_agreement=0.95, max_nll_increase=0.05),
-    "int8": ParityThresholds(min_top1_agreement=0.85, max_nll_increase=0.15),
-    "int4": ParityThresholds(min_top1_agreement=0.60, max_nll_increase=1.0),
+    "int8": ParityThresholds(min_top1_agreement=0.80, max_nll_increase=0.10),
+    "int4": ParityThresholds(min_top1_agreement=0.50, max_nll_increase=0.75),
 }
 
 

@@ -162,7 +162,15 @@ def load_pretrained(
     """``from_pretrained`` on the spec's weights; ``extra`` carries e.g. a quantization config."""
     from transformers import AutoModelForCausalLM
 
-    common: dict[str, object] = {"dtype": dtype, "attn_implementation": config.attn_implementation}
+    # disable_mmap: read the weights into memory instead of mapping the file. A mapped checkpoint
+    # stays mapped for the model's life, so a quantized model's RSS would still hold every float
+    # page it read while quantizing (measured: +500 MiB file-backed RSS for int8/int4 on the
+    # embedded model), and an unquantized one would count only the pages touched so far.
+    common: dict[str, object] = {
+        "dtype": dtype,
+        "attn_implementation": config.attn_implementation,
+        "disable_mmap": True,
+    }
     try:
         if spec.kind in ("embedded", "tiny"):
             folder = materialised_folder(spec)

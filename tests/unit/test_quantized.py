@@ -159,7 +159,7 @@ def test_old_bitsandbytes_has_no_cpu_backend(monkeypatch):
 @pytest.mark.parametrize(
     ("alias", "device", "method"),
     [
-        ("int8", CPU, "int8-dynamic"),
+        ("int8", CPU, "int8-torchao"),
         ("int4", CPU, "int4-bnb-nf4"),
         ("int8", CUDA, "int8-torchao"),
         ("int4", CUDA, "int4-torchao"),
@@ -174,6 +174,9 @@ def test_alias_falls_back_and_explains_when_nothing_runs(hide_package):
     hide_package("torchao")
     chosen, _ = quantized.resolve(q("int8"), CUDA)
     assert chosen.name == "int8-bnb"
+    hide_package("bitsandbytes")
+    chosen, _ = quantized.resolve(q("int8"), CPU)
+    assert chosen.name == "int8-dynamic"
     hide_package("bitsandbytes")
     chosen, reason = quantized.resolve(q("int4"), CPU)
     assert chosen is None
