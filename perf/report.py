@@ -104,6 +104,13 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
         lines += [f"{r.case_id}: expectation not met: {f}" for f in r.expectation_failures]
         if r.parity is not None and not r.parity.passed:
             lines.append(f"{r.case_id}: parity failed: {'; '.join(r.parity.failures)}")
+            d = r.parity.divergence
+            if d is not None:
+                lines.append(
+                    f"{r.case_id}: sequence {d.sequence} diverges at token {d.position} after"
+                    f" {d.shared_text!r}: {r.parity.reference} {d.reference_text!r}"
+                    f" vs {r.config} {d.config_text!r}"
+                )
         if r.comparison_note:
             lines.append(f"{r.case_id}: {r.comparison_note}")
     return lines
@@ -153,6 +160,8 @@ def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> st
         "| " + " | ".join(cell.replace("|", "\\|") for cell in row(r)) + " |" for r in results
     ]
     hooks = [r for r in results if r.hook_overhead_pct is not None]
+    others = [r.case_id for r in hooks if not r.plain_e2e_ms]
+    hooks = [r for r in hooks if r.plain_e2e_ms]
     if hooks:
         lines += [
             "",
@@ -171,6 +180,14 @@ def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> st
                     f" {low:.0f}–{high:.0f} ms"
                 )
             lines.append(f"- `{r.case_id}`: {r.hook_overhead_pct:.3f}% (A/B: {ab})")
+        if others:
+            worst = max(
+                (r.hook_overhead_pct or 0.0 for r in results if r.case_id in others), default=0.0
+            )
+            lines.append(
+                f"- the other {len(others)} cases (hook's own time only; the A/B runs on the"
+                f" reference config): at most {worst:.3f}%"
+            )
     extra = notes(results)
     if extra:
         lines += [

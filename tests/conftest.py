@@ -26,14 +26,19 @@ def tiny_loaded():
 
 @pytest.fixture
 def hide_package(monkeypatch):
-    """``hide_package("name")``: importlib.util.find_spec reports that package as not installed."""
+    """``hide_package("name")``: importlib.util.find_spec reports that package as not installed.
+
+    Calls accumulate: each hides one more package for the rest of the test.
+    """
     import importlib.util
 
     real = importlib.util.find_spec
+    hidden: set[str] = set()
 
-    def hide(hidden: str) -> None:
+    def hide(name: str) -> None:
+        hidden.add(name)
         monkeypatch.setattr(
-            importlib.util, "find_spec", lambda name, *a: None if name == hidden else real(name, *a)
+            importlib.util, "find_spec", lambda n, *a: None if n in hidden else real(n, *a)
         )
 
     return hide

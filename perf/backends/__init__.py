@@ -37,6 +37,7 @@ class LoadedModel:
     # How the model runs, for the reports (e.g. "deepspeed.init_inference, kernel injection on",
     # "int8 -> int8-dynamic: torch.ao dynamic int8 on nn.Linear").
     details: str = ""
+    kernel_injected: bool = False  # DeepSpeed replaced layers with its fused kernels
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:

@@ -2,7 +2,9 @@
 
 On the CPU DeepSpeed selects its CPU accelerator and runs without kernel injection (its injected
 kernels raise "This op had not been implemented on CPU backend" there, so such a config skips with
-that reason). On CUDA, ``kernel_inject = true`` asks for DeepSpeed's fused inference kernels.
+that reason). On CUDA, ``kernel_inject = true`` asks for DeepSpeed's fused inference kernels;
+``"auto"`` uses them where DeepSpeed has an injection policy for the model's decoder layers and
+runs without them otherwise (and always on the CPU); the report says which happened.
 Tensor parallelism beyond one GPU needs the ``deepspeed`` launcher, which sets ``WORLD_SIZE``.
 """
 
@@ -25,7 +27,7 @@ INSTALL_COMMAND = "pip install --no-build-isolation deepspeed"
 def available(config: RunConfig, device: DeviceInfo) -> str | None:
     if importlib.util.find_spec("deepspeed") is None:
         return f"DeepSpeed is not installed; run `{INSTALL_COMMAND}` (after torch)"
-    if config.kernel_inject and not device.is_cuda:
+    if config.kernel_inject is True and not device.is_cuda:
         return "DeepSpeed kernel injection needs CUDA (its CPU backend has no injected kernels)"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if config.tp_size > 1 and world != config.tp_size:
@@ -37,6 +39,44 @@ def available(config: RunConfig, device: DeviceInfo) -> str | None:
     return hf_backend.available(config, device)
 
 
+def injection_layer(model: object) -> str | None:
+    """The name of the model's layer class DeepSpeed has a kernel-injection policy for, or None.
+
+    Mirrors how ``deepspeed.init_inference`` picks its policy: each policy in
+    ``replace_policies`` names the original layer class it replaces once instantiated.
+    """
+    import torch
+    from deepspeed.module_inject.replace_policy import replace_policies
+
+    classes: list[type] = []
+    for policy in replace_policies:
+        try:
+            policy(None)  # populates the policy's _orig_layer_class, as DeepSpeed itself does
+        except Exception:  # a policy for a library that is not installed
+            continue
+        original = getattr(policy, "_orig_layer_class", None)
+        classes += original if isinstance(original, list) else [original] if original else []
+    assert isinstance(model, torch.nn.Module)
+    for module in model.modules():
+        if classes and isinstance(module, tuple(classes)):
+            return type(module).__name__
+    return None
+
+
+def decide_injection(config: RunConfig, device: DeviceInfo, model: object) -> tuple[bool, str]:
+    """Whether to inject DeepSpeed's kernels, and the reason shown in the report."""
+    if config.kernel_inject is True:
+        return True, "kernel injection on"
+    if config.kernel_inject is False:
+        return False, "kernel injection off"
+    if not device.is_cuda:
+        return False, "kernel injection off (auto: CUDA only)"
+    layer = injection_layer(model)
+    if layer is None:
+        return False, "kernel injection off (auto: DeepSpeed has no policy for this model)"
+    return True, f"kernel injection on (auto: DeepSpeed policy for {layer})"
+
+
 def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     import deepspeed
     import torch
@@ -45,19 +85,19 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     if reason:
         raise ModelLoadError(reason)
     loaded = hf_backend.load(spec, config, device)
+    inject, injection = decide_injection(config, device, loaded.model)
     started = time.perf_counter()
     engine = deepspeed.init_inference(
         loaded.model,
         dtype=getattr(torch, loaded.dtype),
-        replace_with_kernel_inject=config.kernel_inject,
+        replace_with_kernel_inject=inject,
         tensor_parallel={"tp_size": config.tp_size},
     )
-    injection = "on" if config.kernel_inject else "off"
     return dataclasses.replace(
         loaded,
         model=engine.module,
         engine=engine,
-        details=f"deepspeed.init_inference, {loaded.dtype}, kernel injection {injection},"
-        f" tp_size {config.tp_size}",
+        details=f"deepspeed.init_inference, {loaded.dtype}, {injection}, tp_size {config.tp_size}",
+        kernel_injected=inject,
         load_s=loaded.load_s + time.perf_counter() - started,
     )

@@ -42,6 +42,8 @@ def test_tensor_parallel_needs_the_launcher(monkeypatch):
             {"backend": "deepspeed", "tp_size": "2"},
             "tp_size = '2' is not valid; allowed: an integer",
         ),
+        ({"backend": "deepspeed", "kernel_inject": "yes"}, 'allowed: true, false, "auto"'),
+        ({"backend": "hf", "kernel_inject": "auto"}, "apply to backend = 'deepspeed' only"),
     ],
 )
 def test_deepspeed_options_are_validated(table, fragment):
@@ -54,15 +56,42 @@ def test_repository_defines_a_deepspeed_config():
     from perf.config import load_settings
 
     config = load_settings(REPO / "pyproject.toml").config_defs["deepspeed"]
-    assert config.backend == "deepspeed" and not config.kernel_inject
+    assert config.backend == "deepspeed" and config.kernel_inject == "auto"
+
+
+@pytest.mark.deepspeed
+def test_auto_injection_follows_device_and_deepspeeds_policies(tiny_loaded):
+    import torch
+
+    auto = RunConfig("ds", backend="deepspeed", kernel_inject="auto")
+    cuda = DeviceInfo("cuda:0")
+    assert ds_backend.available(auto, CPU) is None  # auto never skips: it runs without
+    assert ds_backend.decide_injection(auto, CPU, tiny_loaded.model) == (
+        False,
+        "kernel injection off (auto: CUDA only)",
+    )
+    assert ds_backend.injection_layer(tiny_loaded.model) == "LlamaDecoderLayer"
+    inject, why = ds_backend.decide_injection(auto, cuda, tiny_loaded.model)
+    assert inject and "policy for LlamaDecoderLayer" in why
+    inject, why = ds_backend.decide_injection(
+        auto, cuda, torch.nn.Sequential(torch.nn.Linear(2, 2))
+    )
+    assert not inject and "no policy for this model" in why
+    forced = RunConfig("ds", backend="deepspeed", kernel_inject=True)
+    assert ds_backend.decide_injection(forced, cuda, tiny_loaded.model)[0]
+    # what loading decided sets the parity kind: fused kernels are held to "close"
+    assert auto.parity_kind(RunConfig("baseline"), kernels_injected=True) == "close"
+    assert auto.parity_kind(RunConfig("baseline"), kernels_injected=False) == "exact"
 
 
 @pytest.mark.deepspeed
 def test_init_inference_reproduces_baseline_greedy_tokens(tiny_loaded):
     from perf import backends
 
-    loaded = backends.load(tiny_loaded.spec, RunConfig("ds", backend="deepspeed"), CPU)
+    config = RunConfig("ds", backend="deepspeed", kernel_inject="auto")
+    loaded = backends.load(tiny_loaded.spec, config, CPU)
     assert type(loaded.engine).__name__ == "InferenceEngine"
+    assert not loaded.kernel_injected and "kernel injection off (auto: CUDA only)" in loaded.details
     workload = Workload("w", ("short", "medium", "long"), 3, SamplingParams(max_new_tokens=10))
     ours = runner_for(loaded, workload)
     theirs = runner_for(tiny_loaded, workload)

@@ -144,3 +144,21 @@ def test_embedded_model_loads_as_a_plain_float_model():
     assert not getattr(loaded.model, "is_quantized", False)
     assert loaded.model.float() is loaded.model
     assert loaded.eos_token_ids == (loaded.tokenizer.convert_tokens_to_ids("<|im_end|>"),)
+
+
+def test_materialised_tiny_model_equals_the_seeded_random_model(tiny_loaded, tmp_path):
+    """The cached safetensors copy is the model itself: same weights, bit-identical logits."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from perf.backends.hf import materialised_folder
+
+    folder = materialised_folder(tiny_loaded.spec)
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    config = AutoConfig.from_pretrained(tiny_loaded.spec.location, local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 400, 500, 600, 700]])
+    with torch.inference_mode():
+        assert torch.equal(fresh(ids).logits, tiny_loaded.model(ids).logits)

@@ -1,6 +1,8 @@
 """Output parity: the scoring arithmetic on hand-made token lists, teacher forcing on the real
 tiny model (padded batch), and a deliberately broken model that must fail its thresholds."""
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -68,7 +70,7 @@ def test_threshold_failures_say_what_and_by_how_much():
     assert not result.passed
     assert result.nll_increase == pytest.approx(1.0)
     text = "; ".join(result.failures)
-    assert "top-1 agreement 50.0% < 85%" in text
+    assert "top-1 agreement 50.0% < 75%" in text
     assert "NLL of the reference's text rose by 1.0000 nats/token (0.5000 -> 1.5000)" in text
     exact = run_compare(ref, ((1, 2, 3, 5),), top1=ref, kind="exact")
     assert exact.failures == ("exact-match rate 0/1 < 100%",)
@@ -96,7 +98,7 @@ def test_continuations_stop_after_the_first_eos():
 
 def test_thresholds_are_ordered_from_strict_to_loose():
     order = [DEFAULT_PARITY[k] for k in ("exact", "close", "int8", "int4")]
-    for strict, loose in zip(order, order[1:], strict=False):
+    for strict, loose in itertools.pairwise(order):
         assert strict.min_top1_agreement >= loose.min_top1_agreement
         assert strict.max_nll_increase <= loose.max_nll_increase
     with pytest.raises(Exception, match="must be >= 0"):
