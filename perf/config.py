@@ -412,6 +412,9 @@ class Settings:
     # such a config is defined, else no comparisons.
     reference: str | None = None
     parity: Mapping[str, ParityThresholds] = field(default_factory=lambda: dict(DEFAULT_PARITY))
+    baselines: Path = Path("baselines")  # stored results, one folder per hardware fingerprint
+    tolerances: Mapping[str, float] = field(default_factory=dict)  # metric -> % (overrides)
+    strict: bool = False  # inconclusive verdicts fail too
     source: str = "built-in defaults"
 
     @property
@@ -443,6 +446,14 @@ class Settings:
             raise _fail(where, "hook_check_rounds", self.hook_check_rounds, "an integer >= 0")
         if not self.max_hook_overhead_pct > 0:
             raise _fail(where, "max_hook_overhead_pct", self.max_hook_overhead_pct, "> 0")
+        for metric, pct in self.tolerances.items():
+            from perf.compare import metric_family
+
+            if metric not in _metric_names() or metric_family(metric) is None:
+                gated = ", ".join(n for n in _metric_names() if metric_family(n))
+                raise _fail(where, f"tolerance.{metric} (--perf-tolerance)", pct, gated)
+            if not pct >= 0:
+                raise _fail(where, f"tolerance.{metric} (--perf-tolerance)", pct, "a % >= 0")
         if self.reference is not None and self.reference not in self.config_defs:
             raise _fail(
                 where,
@@ -482,6 +493,12 @@ class Settings:
         )
 
 
+def _metric_names() -> tuple[str, ...]:
+    from perf.metrics import METRICS
+
+    return tuple(METRICS)
+
+
 _TYPE_NAMES = {
     str: "a string",
     int: "an integer",
@@ -504,6 +521,9 @@ _SETTINGS_KEYS = {
     "allow_pickle": bool,
     "reference": str,
     "parity": dict,
+    "baselines": str,
+    "tolerance": dict,
+    "strict": bool,
     "config": dict,
     "workload": dict,
 }
@@ -594,6 +614,15 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
     prompts = Path(str(table.get("prompts", FIXTURES_DIR / "prompts.jsonl")))
     if not prompts.is_absolute():
         prompts = base_dir / prompts
+    baselines = Path(str(table.get("baselines", "baselines")))
+    if not baselines.is_absolute():
+        baselines = base_dir / baselines
+    tolerances: dict[str, float] = {}
+    tolerance_table = table.get("tolerance", {})
+    assert isinstance(tolerance_table, Mapping)
+    for metric, pct in tolerance_table.items():
+        _check_types(f"{source} [tool.genperf.tolerance]", {metric: pct}, {metric: float})
+        tolerances[str(metric)] = float(pct)
     fields: dict[str, object] = {
         key: table[key]
         for key in (
@@ -605,6 +634,7 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
             "trust_remote_code",
             "allow_pickle",
             "reference",
+            "strict",
         )
         if key in table
     }
@@ -618,6 +648,8 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
     settings = Settings(
         prompts=prompts,
         parity=parity,
+        baselines=baselines,
+        tolerances=tolerances,
         config_defs=config_defs,
         workload_defs=workload_defs,
         source=source,
@@ -678,6 +710,18 @@ def load_settings(pyproject: Path) -> Settings:
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: [tool.genperf] must be a table")
     return parse_settings(table, str(pyproject), pyproject.parent)
+
+
+def parse_tolerance(value: str) -> tuple[str, float]:
+    """``"output_tokens_per_s=8"`` -> ``("output_tokens_per_s", 8.0)``."""
+    name, sep, pct = value.partition("=")
+    try:
+        number = float(pct.rstrip("%"))
+    except ValueError:
+        number = float("nan")
+    if not sep or not name.strip() or not number >= 0:
+        raise ValueError(f"{value!r}: expected METRIC=PERCENT, e.g. output_tokens_per_s=8")
+    return name.strip(), number
 
 
 def parse_name_list(value: str) -> tuple[str, ...]:

@@ -26,3 +26,7 @@ class PerformanceRegression(GenperfError):
 
 class ParityError(GenperfError):
     """A config's outputs differ from the reference config's beyond its parity thresholds."""
+
+
+class BaselineError(GenperfError):
+    """A stored baseline file is unreadable, of another schema, or of other hardware."""

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from perf.config import Settings, load_settings, parse_name_list
+from perf.config import Settings, load_settings, parse_name_list, parse_tolerance
 from perf.errors import ConfigError
 from perf.result import BenchmarkResult
+from perf.runner import Fault
 from perf.session import Case, PerfSession, RunOptions
 
 if TYPE_CHECKING:
@@ -64,6 +65,33 @@ def parse_names(value: str) -> tuple[str, ...]:
         return parse_name_list(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_tolerance_option(value: str) -> tuple[str, float]:
+    try:
+        return parse_tolerance(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= number <= 10:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be in [0, 10] (0.5 = 50% slower)")
+    return number
+
+
+def parse_mib(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of MiB") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be >= 0 MiB")
+    return number
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -122,6 +150,52 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Warm-up rounds per test. Default: [tool.genperf] warmup, else 1",
     )
     group.addoption(
+        "--perf-save-baseline",
+        action="store_true",
+        default=False,
+        help="Write this run's results as the stored baselines of this hardware (review the"
+        " diff, commit it; CI never writes baselines). Default: %(default)r",
+    )
+    group.addoption(
+        "--perf-baselines",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="Folder of stored baselines. Default: [tool.genperf] baselines, else 'baselines'",
+    )
+    group.addoption(
+        "--perf-tolerance",
+        metavar="METRIC=PCT",
+        type=parse_tolerance_option,
+        action="append",
+        default=None,
+        help="Override one metric's regression tolerance in %% (repeatable), e.g."
+        " output_tokens_per_s=8. Default: [tool.genperf.tolerance], else built in",
+    )
+    group.addoption(
+        "--perf-strict",
+        action="store_true",
+        default=None,
+        help="Fail on 'inconclusive' verdicts too (beyond tolerance, not significant)."
+        " Default: [tool.genperf] strict, else False",
+    )
+    group.addoption(
+        "--perf-inject-slowdown",
+        metavar="FRACTION",
+        type=parse_fraction,
+        default=0.0,
+        help="Fault injection: make every generation step slower by FRACTION of its measured"
+        " time (0.5 = 50%% slower), to check that the gate catches it. Default: %(default)r",
+    )
+    group.addoption(
+        "--perf-inject-memory",
+        metavar="MIB",
+        type=parse_mib,
+        default=0.0,
+        help="Fault injection: hold MIB extra MiB during every measured generate."
+        " Default: %(default)r",
+    )
+    group.addoption(
         "--perf-report",
         metavar="DIR",
         type=Path,
@@ -148,10 +222,15 @@ def options_from_config(config: pytest.Config) -> RunOptions:
         ("perf_device", "device"),
         ("perf_rounds", "rounds"),
         ("perf_warmup", "warmup"),
+        ("perf_baselines", "baselines"),
+        ("perf_strict", "strict"),
     ):
         value = config.getoption(option)
         if value is not None:
             overrides[key] = value
+    tolerances = config.getoption("perf_tolerance")
+    if tolerances:
+        overrides["tolerances"] = {**settings.tolerances, **dict(tolerances)}
     if overrides:
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     settings.check()
@@ -166,6 +245,11 @@ def options_from_config(config: pytest.Config) -> RunOptions:
         settings=settings,
         model=model,
         report_dir=config.getoption("perf_report"),
+        save_baseline=bool(config.getoption("perf_save_baseline")),
+        fault=Fault(
+            slowdown=float(config.getoption("perf_inject_slowdown")),
+            memory_mib=float(config.getoption("perf_inject_memory")),
+        ),
     )
 
 

@@ -29,6 +29,7 @@ COLUMNS = (
     "x ref tok/s",
     "x ref mem",
     "parity vs ref",
+    "vs baseline",
     "memory source",
 )
 N_COLUMNS = len(COLUMNS)
@@ -63,6 +64,27 @@ def _ratio(result: BenchmarkResult, names: Sequence[str]) -> str:
     return "-"
 
 
+MARKS = {"regressed": "▼", "improved": "▲", "inconclusive": "?"}
+
+
+def verdict_summary(result: BenchmarkResult) -> str:
+    """The worst verdicts first, with their change: ``▼ output_tokens_per_s -34%``."""
+    if result.baseline_error is not None:
+        return "baseline unusable"
+    if not result.verdicts:
+        return "saved" if result.baseline_note.startswith("saved") else "-"
+    kinds = {v.verdict for v in result.verdicts.values()}
+    if kinds == {"no-baseline"}:
+        return "no-baseline"
+    parts = [
+        f"{MARKS[v.verdict]} {v.metric} {v.change_pct:+.0f}%"
+        for kind in ("regressed", "inconclusive", "improved")
+        for v in result.verdicts.values()
+        if v.verdict == kind and v.change_pct is not None
+    ]
+    return "; ".join(parts) if parts else "pass"
+
+
 def _parity(result: BenchmarkResult) -> str:
     if result.parity is not None:
         return result.parity.summary()
@@ -71,9 +93,9 @@ def _parity(result: BenchmarkResult) -> str:
 
 def row(result: BenchmarkResult) -> tuple[str, ...]:
     if result.skipped is not None:
-        return (result.config, result.workload, f"skipped: {result.skipped}", *[""] * 10)
+        return (result.config, result.workload, f"skipped: {result.skipped}", *[""] * 11)
     if result.error is not None:
-        return (result.config, result.workload, f"error: {result.error}", *[""] * 10)
+        return (result.config, result.workload, f"error: {result.error}", *[""] * 11)
     tps = result.metrics["output_tokens_per_s"].stats
     return (
         result.config,
@@ -88,6 +110,7 @@ def row(result: BenchmarkResult) -> tuple[str, ...]:
         _ratio(result, ["output_tokens_per_s"]),
         _ratio(result, [n for n in result.ratios if n != "output_tokens_per_s"]),
         _parity(result),
+        verdict_summary(result),
         result.memory_source,
     )
 
@@ -113,6 +136,19 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
                 )
         if r.comparison_note:
             lines.append(f"{r.case_id}: {r.comparison_note}")
+        lines += [f"{r.case_id}: {v.describe()}" for v in r.regressions + r.inconclusive]
+        if r.baseline_error:
+            lines.append(f"{r.case_id}: {r.baseline_error}")
+    missing = [r.case_id for r in results if r.baseline_note.startswith("no baseline")]
+    if missing:
+        lines.append(
+            f"no stored baseline on this hardware for {len(missing)} case(s)"
+            f" ({', '.join(missing)}); record them with"
+            " `pytest --benchmark --perf-save-baseline` and commit baselines/"
+        )
+    saved = [r.baseline_file for r in results if r.baseline_note.startswith("saved")]
+    if saved:
+        lines.append(f"saved {len(saved)} baseline file(s) under {Path(saved[0]).parents[1]}")
     return lines
 
 
@@ -154,7 +190,7 @@ def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> st
         f"transformers {sw.get('transformers')}, genperf {__version__}.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * 9 + ["---"] * 2) + "|",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 9 + ["---"] * 3) + "|",
     ]
     lines += [
         "| " + " | ".join(cell.replace("|", "\\|") for cell in row(r)) + " |" for r in results

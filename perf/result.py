@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from perf.compare import MetricVerdict
 from perf.metrics import MetricSamples, SampleStats
 from perf.parity import ParityResult
 from perf.trackers.length import STOP_REASONS, LengthResult
@@ -80,6 +81,11 @@ class BenchmarkResult:
     ratios: Mapping[str, float] = field(default_factory=dict)  # metric -> median / reference's
     expectation_failures: tuple[str, ...] = ()
     comparison_note: str = ""  # why parity or ratios are missing, when they are
+    # Against the stored baseline of this hardware (perf/compare.py).
+    verdicts: Mapping[str, MetricVerdict] = field(default_factory=dict)
+    baseline_file: str = ""
+    baseline_note: str = ""  # no baseline yet / saved as the new baseline / why it is unusable
+    baseline_error: str | None = None  # the stored baseline could not be used
 
     @classmethod
     def from_rounds(
@@ -161,7 +167,11 @@ class BenchmarkResult:
             "hook_overhead_pct": self.hook_overhead_pct,
             "plain_overhead_pct": self.plain_overhead_pct,
             "plain_e2e_ms": list(self.plain_e2e_ms),
-            "verdicts": {},
+            "verdicts": {name: v.verdict for name, v in sorted(self.verdicts.items())},
+            "verdict_details": [v.to_dict() for _, v in sorted(self.verdicts.items())],
+            "baseline_file": self.baseline_file,
+            "baseline_note": self.baseline_note,
+            "baseline_error": self.baseline_error,
             "skipped": self.skipped,
             "error": self.error,
             "details": self.details,
@@ -186,6 +196,9 @@ class BenchmarkResult:
 
         skipped, error = data.get("skipped"), data.get("error")
         parity, ratios = data.get("parity"), data.get("ratios") or {}
+        details = data.get("verdict_details") or []
+        assert isinstance(details, list)
+        baseline_error = data.get("baseline_error")
         failures = data.get("expectation_failures") or []
         assert isinstance(ratios, Mapping) and isinstance(failures, list)
         plain = data.get("plain_e2e_ms") or []
@@ -212,4 +225,16 @@ class BenchmarkResult:
             ratios={str(k): float(v) for k, v in ratios.items()},
             expectation_failures=tuple(str(f) for f in failures),
             comparison_note=str(data.get("comparison_note", "")),
+            verdicts={str(d["metric"]): MetricVerdict.from_dict(d) for d in details},
+            baseline_file=str(data.get("baseline_file", "")),
+            baseline_note=str(data.get("baseline_note", "")),
+            baseline_error=None if baseline_error is None else str(baseline_error),
         )
+
+    @property
+    def regressions(self) -> list[MetricVerdict]:
+        return [v for v in self.verdicts.values() if v.verdict == "regressed"]
+
+    @property
+    def inconclusive(self) -> list[MetricVerdict]:
+        return [v for v in self.verdicts.values() if v.verdict == "inconclusive"]

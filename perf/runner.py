@@ -8,6 +8,7 @@ bookkeeping after it.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from perf.backends import LoadedModel
@@ -22,6 +23,33 @@ if TYPE_CHECKING:
     import torch
 
 
+@dataclass(frozen=True)
+class Fault:
+    """Injected faults, to prove the gate catches what it should (``--perf-inject-*``).
+
+    ``slowdown``: extra time per generation step as a fraction of the measured step time
+    (0.5 makes generate about 1.5x as long); ``memory_mib``: extra memory held during generate.
+    """
+
+    slowdown: float = 0.0
+    memory_mib: float = 0.0
+
+
+class InjectedDelay:
+    """A logits processor that waits a fixed time at every step (inside the timed region)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        deadline = time.perf_counter() + self.seconds
+        # Busy-wait: sleep() overshoots by up to a scheduler tick, which would make the
+        # injected slowdown depend on the machine's timer rather than on the fraction asked.
+        while time.perf_counter() < deadline:
+            pass
+        return scores
+
+
 class GenerationRunner:
     def __init__(
         self,
@@ -31,6 +59,7 @@ class GenerationRunner:
         probe: NvmlProbe | None = None,
         probe_note: str = "",
         rss_before_load_mib: float | None = None,
+        fault: Fault | None = None,
     ) -> None:
         self.loaded = loaded
         self.workload = workload
@@ -40,13 +69,26 @@ class GenerationRunner:
         self._memory = MemoryTracker(loaded.device, probe, probe_note, rss_before_load_mib)
         # The output of the latest measured round (read for output parity, after timing).
         self.last_sequences: torch.Tensor | None = None
+        self._fault = fault or Fault()
+        self._delay = InjectedDelay(0.0)
+
+    def calibrate_fault(self) -> None:
+        """Time one plain generate and set the injected per-step delay from it (untimed)."""
+        if self._fault.slowdown <= 0:
+            return
+        sequences, elapsed_s = self._generate(with_clock=False)
+        steps = max(1, int(sequences.shape[1]) - self.batch.padded_length)
+        self._delay.seconds = self._fault.slowdown * elapsed_s / steps
 
     def _generate(self, with_clock: bool) -> tuple[torch.Tensor, float]:
         import torch
         from transformers import LogitsProcessorList
 
         torch.manual_seed(self.workload.sampling.seed)
-        processors = LogitsProcessorList([self._clock] if with_clock else [])
+        hooks: list[object] = [self._clock] if with_clock else []
+        if with_clock and self._delay.seconds > 0:
+            hooks.append(self._delay)
+        processors = LogitsProcessorList(hooks)
         device = self.loaded.device
         with torch.inference_mode():
             device.synchronize()
@@ -68,7 +110,9 @@ class GenerationRunner:
     def measure(self) -> RoundMeasurement:
         """One fully instrumented generate call."""
         with self._memory.track():
+            ballast = self._ballast()
             sequences, elapsed_s = self._generate(with_clock=True)
+            del ballast
         self.last_sequences = sequences
         lengths = count_generated(
             sequences,
@@ -85,6 +129,15 @@ class GenerationRunner:
             memory=self._memory.result,
             hook_self_ms=times.hook_self_s * 1e3,
         )
+
+    def _ballast(self) -> torch.Tensor | None:
+        """Injected memory, written so every page is resident, held through the generate."""
+        if self._fault.memory_mib <= 0:
+            return None
+        import torch
+
+        size = int(self._fault.memory_mib * 2**20)
+        return torch.ones(size, dtype=torch.uint8, device=self.loaded.device.name)
 
     def plain_e2e_ms(self) -> float:
         """A plain timed generate (no hook, no sampler): the reference for the hook's cost."""

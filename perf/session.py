@@ -11,19 +11,21 @@ import dataclasses
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf import backends
 from perf.backends import LoadedModel
+from perf.baseline import BaselineStore
+from perf.compare import GATED, MetricVerdict, compare_result
 from perf.config import ModelSpec, RunConfig, Settings, Workload
 from perf.device import DeviceInfo, resolve_device, unavailable_reason
-from perf.errors import GenperfError, ParityError, PerformanceRegression
+from perf.errors import BaselineError, GenperfError, ParityError, PerformanceRegression
 from perf.fingerprint import Fingerprint, fingerprint
 from perf.metrics import PEAK_MEMORY, memory_metric
 from perf.parity import ParityResult, TeacherForced, Tokens, compare, continuations, teacher_forced
 from perf.result import BenchmarkResult, RoundMeasurement
-from perf.runner import GenerationRunner
+from perf.runner import Fault, GenerationRunner
 from perf.trackers.memory import NvmlProbe, pci_bus_id, trim_host_memory
 from perf.workload import Prompt, load_prompts, prepare_batch, select_prompts
 
@@ -45,6 +47,8 @@ class RunOptions:
     settings: Settings
     model: ModelSpec
     report_dir: Path | None = None
+    save_baseline: bool = False  # write this run's results as the baselines (never in CI)
+    fault: Fault = field(default_factory=Fault)
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,13 @@ class PerfSession:
             loaded.tokenizer, select_prompts(self.prompts(), case.workload), self.device.name
         )
         return GenerationRunner(
-            loaded, case.workload, batch, self._probe, self._probe_note, self._rss_before_load_mib
+            loaded,
+            case.workload,
+            batch,
+            self._probe,
+            self._probe_note,
+            self._rss_before_load_mib,
+            self.options.fault,
         )
 
     def run(
@@ -195,6 +205,7 @@ class PerfSession:
         ``progress`` receives one line per round, for long runs.
         """
         runner = self.runner(case)
+        runner.calibrate_fault()
         measured: list[RoundMeasurement] = []
         plain_ms: list[float] = []
         rounds, warmup = self.settings.rounds, self.settings.warmup
@@ -251,8 +262,57 @@ class PerfSession:
         )
         parity, note = self._parity(case, runner)
         result = self._against_reference(result, case, parity, note)
+        result = self._against_baseline(result, case)
         self.results.append(result)
         return result
+
+    @property
+    def store(self) -> BaselineStore:
+        return BaselineStore(self.settings.baselines, self.environment)
+
+    def _against_baseline(self, result: BenchmarkResult, case: Case) -> BenchmarkResult:
+        """Save the result as the baseline (``--perf-save-baseline``) or judge it against it."""
+        store = self.store
+        if self.options.save_baseline:
+            path = store.save(result, self._baseline_run(case))
+            return dataclasses.replace(
+                result, baseline_file=str(path), baseline_note="saved as the new baseline"
+            )
+        try:
+            baseline = store.load(result.model, result.config, result.workload)
+        except BaselineError as exc:
+            return dataclasses.replace(result, baseline_error=str(exc))
+        if baseline is None:
+            path = store.path(result.model, result.config, result.workload)
+            verdicts = {
+                name: MetricVerdict(name, "no-baseline", result.metrics[name].unit)
+                for name in GATED
+                if name in result.metrics
+            }
+            note = (
+                f"no baseline for this hardware yet ({path}); record one with"
+                " `pytest --benchmark --perf-save-baseline` and commit it"
+            )
+            return dataclasses.replace(result, verdicts=verdicts, baseline_note=note)
+        verdicts = compare_result(
+            result.metrics,
+            baseline.metrics,
+            greedy=case.workload.greedy,
+            current_lengths=result.output_lengths,
+            baseline_lengths=baseline.output_lengths,
+            is_cuda=self.device.is_cuda,
+            overrides=self.settings.tolerances,
+        )
+        return dataclasses.replace(result, verdicts=verdicts, baseline_file=str(baseline.path))
+
+    def _baseline_run(self, case: Case) -> dict[str, object]:
+        return {
+            "config": case.config.to_dict(),
+            "workload": case.workload.to_dict(),
+            "rounds": self.settings.rounds,
+            "warmup": self.settings.warmup,
+            "device": self.device.name,
+        }
 
     def _parity(self, case: Case, runner: GenerationRunner) -> tuple[ParityResult | None, str]:
         """Output parity of a greedy workload against the reference (untimed, after the rounds).
@@ -379,6 +439,15 @@ class PerfSession:
             if parity.divergence is not None:
                 problems.append(parity.divergence.describe(parity.reference, result.config))
         problems += [f"expectation not met: {failure}" for failure in result.expectation_failures]
+        if result.baseline_error is not None:
+            raise BaselineError(f"{result.case_id}: {result.baseline_error}")
+        failing = result.regressions + (result.inconclusive if self.settings.strict else [])
+        if failing:
+            problems += [f"regression against the stored baseline: {v.describe()}" for v in failing]
+            problems.append(
+                f"baseline: {result.baseline_file}; if the change is intended, re-baseline with"
+                " `pytest --benchmark --perf-save-baseline` and commit the file"
+            )
         if problems:
             error = (
                 ParityError if parity is not None and not parity.passed else PerformanceRegression

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH_TEST = (Path(__file__).parents[1] / "benchmarks" / "test_generation.py").read_text()
+from .test_plugin_e2e import BENCH_TEST
+
 PYPROJECT = """
 [tool.genperf]
 model = "tiny"

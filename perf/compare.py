@@ -1,0 +1,244 @@
+"""The regression decision: one metric's current samples against its stored baseline samples.
+
+A regression needs both: the change of the median passes the metric's tolerance in the worse
+direction, and it is statistically significant against the baseline's own samples (a one-sided
+Mann-Whitney U test, from SciPy). Beyond tolerance but not significant is ``inconclusive``.
+docs/regressions.md explains the method and the default tolerances.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from perf.metrics import MetricSamples
+
+Verdict = Literal["pass", "improved", "regressed", "inconclusive", "no-baseline"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "improved", "regressed", "inconclusive", "no-baseline")
+# One-sided significance level of the Mann-Whitney U test.
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a median may move in the worse direction before it counts: ``pct`` of the
+    baseline median, and at least ``floor`` in the metric's unit (e.g. 32 MiB of memory)."""
+
+    pct: float
+    floor: float = 0.0
+
+    def allowed(self, baseline_median: float) -> float:
+        return max(abs(baseline_median) * self.pct / 100, self.floor)
+
+
+# Defaults per device kind (docs/regressions.md has the measurements behind the CPU numbers).
+CUDA_TOLERANCES: Mapping[str, Tolerance] = {
+    "throughput": Tolerance(5.0),
+    "latency": Tolerance(5.0),
+    "memory": Tolerance(2.0, floor=32.0),
+}
+CPU_TOLERANCES: Mapping[str, Tolerance] = {
+    "throughput": Tolerance(15.0),
+    "latency": Tolerance(15.0),
+    "memory": Tolerance(10.0, floor=64.0),
+}
+
+
+def metric_family(name: str) -> str | None:
+    """Which default tolerance applies to a metric; None: not compared by tolerance."""
+    if name.endswith("_per_s"):
+        return "throughput"
+    if name.endswith("_ms"):
+        return "latency"
+    if name.endswith("_mib"):
+        return "memory"
+    return None
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """One metric's comparison with its baseline, with everything a reviewer needs."""
+
+    metric: str
+    verdict: Verdict
+    unit: str
+    baseline_median: float | None = None
+    current_median: float | None = None
+    change_pct: float | None = None
+    tolerance_pct: float | None = None
+    p_value: float | None = None
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.baseline_median is None or self.current_median is None:
+            return f"{self.metric}: {self.verdict}{f' ({self.note})' if self.note else ''}"
+        p = "" if self.p_value is None else f", one-sided Mann-Whitney p = {self.p_value:.3g}"
+        tol = "" if self.tolerance_pct is None else f", tolerance {self.tolerance_pct:g}%"
+        return (
+            f"{self.metric}: {self.verdict}: baseline {self.baseline_median:.4g} -> current"
+            f" {self.current_median:.4g} {self.unit} ({self.change_pct:+.1f}%{tol}{p})"
+            + (f"; {self.note}" if self.note else "")
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "metric": self.metric,
+            "verdict": self.verdict,
+            "unit": self.unit,
+            "baseline_median": self.baseline_median,
+            "current_median": self.current_median,
+            "change_pct": self.change_pct,
+            "tolerance_pct": self.tolerance_pct,
+            "p_value": self.p_value,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> MetricVerdict:
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return None if value is None else float(str(value))
+
+        verdict = str(data["verdict"])
+        assert verdict in VERDICTS, verdict
+        return cls(
+            metric=str(data["metric"]),
+            verdict=verdict,
+            unit=str(data.get("unit", "")),
+            baseline_median=number("baseline_median"),
+            current_median=number("current_median"),
+            change_pct=number("change_pct"),
+            tolerance_pct=number("tolerance_pct"),
+            p_value=number("p_value"),
+            note=str(data.get("note", "")),
+        )
+
+
+def _worse_pvalue(current: tuple[float, ...], baseline: tuple[float, ...], higher: bool) -> float:
+    """p-value of "current is worse than baseline" (one-sided Mann-Whitney U)."""
+    from scipy.stats import mannwhitneyu
+
+    alternative = "less" if higher else "greater"
+    return float(mannwhitneyu(current, baseline, alternative=alternative).pvalue)
+
+
+def compare_metric(
+    current: MetricSamples, baseline: MetricSamples, tolerance: Tolerance
+) -> MetricVerdict:
+    """The verdict for a metric with a direction (``higher`` or ``lower`` is better)."""
+    base, now = baseline.median, current.median
+    change_pct = 100 * (now - base) / abs(base) if base else math.inf if now != base else 0.0
+    allowed = tolerance.allowed(base)
+    higher = current.better == "higher"
+    worse_by = (base - now) if higher else (now - base)
+    common = {
+        "metric": current.name,
+        "unit": current.unit,
+        "baseline_median": base,
+        "current_median": now,
+        "change_pct": change_pct,
+        "tolerance_pct": tolerance.pct,
+    }
+    if worse_by > allowed:
+        p = _worse_pvalue(current.samples, baseline.samples, higher)
+        verdict: Verdict = "regressed" if p < ALPHA else "inconclusive"
+        note = "" if p < ALPHA else f"not significant at {ALPHA} with these samples"
+        return MetricVerdict(verdict=verdict, p_value=p, note=note, **common)  # type: ignore[arg-type]
+    if -worse_by > allowed:
+        p = _worse_pvalue(baseline.samples, current.samples, higher)
+        verdict = "improved" if p < ALPHA else "pass"
+        return MetricVerdict(verdict=verdict, p_value=p, **common)  # type: ignore[arg-type]
+    return MetricVerdict(verdict="pass", **common)  # type: ignore[arg-type]
+
+
+def compare_exact(current: MetricSamples, baseline: MetricSamples) -> MetricVerdict:
+    """Greedy output lengths must equal the baseline's: any difference is a regression."""
+    same = sorted(current.samples) == sorted(baseline.samples)
+    return MetricVerdict(
+        metric=current.name,
+        verdict="pass" if same else "regressed",
+        unit=current.unit,
+        baseline_median=baseline.median,
+        current_median=current.median,
+        change_pct=0.0
+        if same
+        else 100 * (current.median - baseline.median) / (baseline.median or 1),
+        note="" if same else "greedy decoding must reproduce the baseline's output lengths",
+    )
+
+
+# Metrics with a verdict. ITL percentiles and absolute RSS are reported, not gated: ITL p99 is
+# one step's outlier, and absolute RSS includes every library the process has imported.
+GATED = (
+    "output_tokens_per_s",
+    "e2e_latency_ms",
+    "ttft_ms",
+    "tpot_ms",
+    "peak_gpu_memory_mib",
+    "torch_peak_allocated_mib",
+    "peak_rss_delta_mib",
+)
+LENGTH_METRICS = ("output_length_tokens", "output_length_min_tokens", "output_length_max_tokens")
+
+
+def tolerance_for(name: str, is_cuda: bool, overrides: Mapping[str, float]) -> Tolerance:
+    family = metric_family(name)
+    assert family is not None, name
+    default = (CUDA_TOLERANCES if is_cuda else CPU_TOLERANCES)[family]
+    if name in overrides:
+        return Tolerance(overrides[name], floor=default.floor)
+    return default
+
+
+def compare_result(
+    current: Mapping[str, MetricSamples],
+    baseline: Mapping[str, MetricSamples],
+    *,
+    greedy: bool,
+    current_lengths: tuple[tuple[int, ...], ...],
+    baseline_lengths: tuple[tuple[int, ...], ...],
+    is_cuda: bool,
+    overrides: Mapping[str, float],
+) -> dict[str, MetricVerdict]:
+    """Verdicts for every gated metric both sides have, and for the output lengths."""
+    verdicts: dict[str, MetricVerdict] = {}
+    for name in GATED:
+        if name in current and name in baseline:
+            tolerance = tolerance_for(name, is_cuda, overrides)
+            verdicts[name] = compare_metric(current[name], baseline[name], tolerance)
+    if greedy:
+        for name in LENGTH_METRICS:
+            if name in current and name in baseline:
+                verdicts[name] = compare_exact(current[name], baseline[name])
+    elif "output_length_tokens" in current and current_lengths and baseline_lengths:
+        verdicts["output_length_tokens"] = compare_lengths(
+            current["output_length_tokens"], current_lengths, baseline_lengths
+        )
+    return verdicts
+
+
+def compare_lengths(
+    metric: MetricSamples,
+    current_lengths: tuple[tuple[int, ...], ...],
+    baseline_lengths: tuple[tuple[int, ...], ...],
+) -> MetricVerdict:
+    """Sampled workloads: every sequence's length, as two distributions (two-sided U test)."""
+    from scipy.stats import mannwhitneyu
+
+    now = [n for row in current_lengths for n in row]
+    base = [n for row in baseline_lengths for n in row]
+    mean_now, mean_base = sum(now) / len(now), sum(base) / len(base)
+    same = sorted(now) == sorted(base)
+    p = 1.0 if same else float(mannwhitneyu(now, base, alternative="two-sided").pvalue)
+    return MetricVerdict(
+        metric=metric.name,
+        verdict="regressed" if p < ALPHA else "pass",
+        unit=metric.unit,
+        baseline_median=mean_base,
+        current_median=mean_now,
+        change_pct=100 * (mean_now - mean_base) / mean_base if mean_base else 0.0,
+        p_value=p,
+        note="sampled: per-sequence lengths compared as distributions (two-sided)",
+    )
