@@ -179,3 +179,25 @@ def test_unusable_baselines_name_the_file_and_the_fix(tmp_path, mutate, fragment
         store.load("tiny-llama", "baseline", "w")
     assert str(path) in str(info.value) and fragment in str(info.value)
     assert "--perf-save-baseline" in str(info.value)
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_tolerance_settings_are_validated():
+    from perf.config import parse_settings, parse_tolerance
+    from perf.errors import ConfigError
+
+    from .test_config import REPO, minimal
+
+    settings = parse_settings(minimal(tolerance={TPS: 8}, strict=True), "p", REPO)
+    assert settings.tolerances == {TPS: 8.0} and settings.strict
+    assert settings.baselines == REPO / "baselines"
+    with pytest.raises(ConfigError, match=r"tolerance\.output_length_tokens"):
+        parse_settings(minimal(tolerance={"output_length_tokens": 1}), "p", REPO)
+    with pytest.raises(ConfigError, match=r"tolerance\.ttft_ms.*a % >= 0"):
+        parse_settings(minimal(tolerance={"ttft_ms": -1}), "p", REPO)
+    assert parse_tolerance("ttft_ms=7.5%") == ("ttft_ms", 7.5)
+    for bad in ("ttft_ms", "=5", "ttft_ms=fast", "ttft_ms=-2"):
+        with pytest.raises(ValueError, match="expected METRIC=PERCENT"):
+            parse_tolerance(bad)
