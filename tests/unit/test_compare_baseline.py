@@ -90,6 +90,12 @@ def test_greedy_lengths_must_match_exactly():
     assert compare_exact(a, a).verdict == "pass"
     b = MetricSamples.of("output_length_tokens", (31.0, 31.0))
     assert compare_exact(b, a).verdict == "regressed"
+    # a 5-round baseline and a 3-round run of the same greedy output agree (this failed once:
+    # sorted sample lists of different lengths were compared)
+    five = MetricSamples.of("output_length_tokens", (32.0,) * 5)
+    assert compare_exact(MetricSamples.of("output_length_tokens", (32.0,) * 3), five).verdict == (
+        "pass"
+    )
 
 
 def test_sampled_lengths_compare_as_distributions():
