@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from perf.metrics import MetricSamples
+from perf.metrics import METRICS, MetricSamples
 
 Verdict = Literal["pass", "improved", "regressed", "inconclusive", "no-baseline"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "improved", "regressed", "inconclusive", "no-baseline")
@@ -46,15 +46,14 @@ CPU_TOLERANCES: Mapping[str, Tolerance] = {
 }
 
 
+# The tolerance family follows from the unit each metric already declares (perf/metrics.py).
+FAMILY_BY_UNIT = {"tok/s": "throughput", "ms": "latency", "MiB": "memory"}
+
+
 def metric_family(name: str) -> str | None:
-    """Which default tolerance applies to a metric; None: not compared by tolerance."""
-    if name.endswith("_per_s"):
-        return "throughput"
-    if name.endswith("_ms"):
-        return "latency"
-    if name.endswith("_mib"):
-        return "memory"
-    return None
+    """Which default tolerance applies to a metric; None: unknown, or not compared by tolerance."""
+    spec = METRICS.get(name)
+    return None if spec is None else FAMILY_BY_UNIT.get(spec.unit)
 
 
 @dataclass(frozen=True)

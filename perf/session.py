@@ -8,6 +8,7 @@ loaded (the pre-load memory level), runs cases and collects their results for th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 from collections.abc import Callable
@@ -133,7 +134,7 @@ class PerfSession:
             return self._loaded
         self.release()
         self.start()
-        self._import_shared_libraries()
+        self._warm_process()
         self._rss_before_load_mib = trim_host_memory()
         try:
             self._loaded = backends.load(self.options.model, config, self.device)
@@ -144,7 +145,7 @@ class PerfSession:
         trim_host_memory()  # loading's temporaries (e.g. float weights before quantization)
         return self._loaded
 
-    def _import_shared_libraries(self) -> None:
+    def _warm_process(self) -> None:
         """Warm the process once before the first pre-load RSS reading (CPU only).
 
         Everything the first generate of a session sets up for good — torch and transformers'
@@ -266,7 +267,7 @@ class PerfSession:
         self.results.append(result)
         return result
 
-    @property
+    @functools.cached_property
     def store(self) -> BaselineStore:
         return BaselineStore(self.settings.baselines, self.environment)
 

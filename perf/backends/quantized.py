@@ -204,11 +204,11 @@ def resolve(config: RunConfig, device: DeviceInfo) -> tuple[Method | None, str]:
     """The method a config runs with here, or None and the reason none can."""
     kind = "cuda" if device.is_cuda else "cpu"
     names = PREFERENCE.get(config.quantization, {}).get(kind, (config.quantization,))
+    dtype = hf_backend.resolve_dtype(config, device)
     reasons = []
     for name in names:
         method = METHODS[name]
         reason = method.reason(device)
-        dtype = hf_backend.resolve_dtype(config, device)
         if reason is None and method.needs_dtype and dtype != method.needs_dtype:
             reason = f"{name} needs dtype = {method.needs_dtype!r} (this config: {dtype!r})"
         if reason is None:
