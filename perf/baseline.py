@@ -40,7 +40,7 @@ class Baseline:
     software: Mapping[str, object]
 
 
-def _git_commit(root: Path) -> str | None:
+def git_commit(root: Path) -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
@@ -68,7 +68,7 @@ class BaselineStore:
             "schema_version": BASELINE_SCHEMA_VERSION,
             "genperf_version": __version__,
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "git_commit": _git_commit(self.root),
+            "git_commit": git_commit(self.root),
             "environment": self.environment.to_dict(),
             "run": dict(run),
             "model": result.model,

@@ -41,6 +41,7 @@ SKIP_GPU = "gpu: needs CUDA, which is not available on this machine"
 
 SESSION_KEY = pytest.StashKey[PerfSession]()
 WRITTEN_KEY = pytest.StashKey[list[Path]]()
+PROBLEMS_KEY = pytest.StashKey[list[str]]()
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -91,6 +92,16 @@ def parse_mib(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of MiB") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r}: must be >= 0 MiB")
+    return number
+
+
+def parse_target_pct(value: str) -> float:
+    try:
+        number = float(value.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a percentage") from None
+    if not 0 < number < 100:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be between 0 and 100 (percent)")
     return number
 
 
@@ -196,6 +207,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " Default: %(default)r",
     )
     group.addoption(
+        "--perf-calibrate",
+        action="store_true",
+        default=False,
+        help="Measure each gated metric's noise and report the smallest regression the gate"
+        " detects at these rounds (1%% false alarms, 95%% power), and the rounds a target"
+        " needs. Default: %(default)r",
+    )
+    group.addoption(
+        "--perf-calibrate-target",
+        metavar="PCT",
+        type=parse_target_pct,
+        default=3.0,
+        help="The regression size --perf-calibrate plans rounds for. Default: %(default)r",
+    )
+    group.addoption(
+        "--perf-history",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="Append this session's medians to an append-only JSONL history (read it with"
+        " python -m perf.history PATH). Default: %(default)r",
+    )
+    group.addoption(
         "--perf-report",
         metavar="DIR",
         type=Path,
@@ -245,7 +279,10 @@ def options_from_config(config: pytest.Config) -> RunOptions:
         settings=settings,
         model=model,
         report_dir=config.getoption("perf_report"),
+        history=config.getoption("perf_history"),
         save_baseline=bool(config.getoption("perf_save_baseline")),
+        calibrate=bool(config.getoption("perf_calibrate")),
+        calibrate_target_pct=float(config.getoption("perf_calibrate_target")),
         fault=Fault(
             slowdown=float(config.getoption("perf_inject_slowdown")),
             memory_mib=float(config.getoption("perf_inject_memory")),
@@ -356,18 +393,44 @@ def _progress_writer(config: pytest.Config) -> Callable[[str], None] | None:
     return write
 
 
+def problems(config: pytest.Config) -> list[str]:
+    """What went wrong after the tests ran (a history that could not be appended to)."""
+    return config.stash.get(PROBLEMS_KEY, [])
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     perf = session.config.stash.get(SESSION_KEY, None)
     if perf is None:
         return
     perf.release()  # the model is not needed past the last test, with or without reports
-    if not perf.results or perf.options.report_dir is None:
+    if not perf.results:
         return
-    from perf.report import write_reports
+    written: list[Path] = []
+    if perf.options.history is not None:
+        from perf.history import HistoryError, append
 
-    written = write_reports(
-        perf.options.report_dir, perf.results, perf.environment, perf.run_description()
-    )
+        entry = perf.history_entry()
+        if entry.medians:
+            try:
+                append(perf.options.history, entry)
+                written.append(perf.options.history)
+            except HistoryError as exc:
+                # not a silent loss: the session fails and the summary says why
+                session.config.stash[PROBLEMS_KEY] = [*problems(session.config), str(exc)]
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if perf.options.report_dir is not None:
+        from perf.plots import plot_results
+        from perf.report import write_reports
+
+        charts = plot_results(perf.results, perf.options.report_dir, perf.baseline_metrics)
+        written += write_reports(
+            perf.options.report_dir,
+            perf.results,
+            perf.environment,
+            perf.run_description(),
+            charts=[c.name for c in charts],
+        )
+        written += charts
     session.config.stash[WRITTEN_KEY] = written
 
 
@@ -386,3 +449,5 @@ def pytest_terminal_summary(
         terminalreporter.write_line(line)
     for path in config.stash.get(WRITTEN_KEY, []):
         terminalreporter.write_line(f"genperf: wrote {path}")
+    for problem in problems(config):
+        terminalreporter.write_line(f"genperf: error: {problem}", red=True)

@@ -152,6 +152,59 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
     return lines
 
 
+CALIBRATION_COLUMNS = (
+    "case",
+    "metric",
+    "noise %",
+    "rounds vs baseline",
+    "tolerance %",
+    "detects %",
+    "test alone %",
+    "limited by",
+    "rounds for target",
+)
+
+
+def calibration_rows(results: Sequence[BenchmarkResult]) -> list[tuple[str, ...]]:
+    """``--perf-calibrate``: per case and gated metric, what the gate can see at these rounds."""
+
+    def pct(value: float | None) -> str:
+        return "none" if value is None else f"{value:.1f}"
+
+    return [
+        (
+            r.case_id,
+            c.metric,
+            f"{c.noise_pct:.1f}",
+            f"{c.rounds} vs {c.baseline_rounds}",
+            f"{c.tolerance_pct:.1f}",
+            pct(c.detectable_pct),
+            pct(c.statistical_pct),
+            c.limited_by,
+            f"{c.rounds_for_target} for {c.target_pct:g}%",
+        )
+        for r in results
+        for c in r.calibration
+    ]
+
+
+CALIBRATION_NOTE = (
+    "calibration: noise is the robust spread of this session's rounds (1.4826 MAD / median);"
+    " 'detects' is the smallest regression the gate (tolerance and one-sided Mann-Whitney U)"
+    " flags 95% of the time with 1% false alarms, at these rounds, by simulation; 'test alone'"
+    " without the tolerance; 'rounds for target' per side, for the test alone. Rounds within"
+    " a session share its load: drift between sessions is not in these numbers"
+    " (python -m perf.calibrate measures it, docs/regressions.md)."
+)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
     rows = [COLUMNS, *(row(r) for r in results)]
     # Skipped and crashed rows carry one long message; they overflow instead of widening.
@@ -164,6 +217,9 @@ def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
     extra = notes(results)
     if extra:
         lines += ["", *extra]
+    calibration = calibration_rows(results)
+    if calibration:
+        lines += ["", *_table([CALIBRATION_COLUMNS, *calibration]), CALIBRATION_NOTE]
     return lines
 
 
@@ -179,7 +235,9 @@ def report_document(
     }
 
 
-def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> str:
+def markdown(
+    results: Sequence[BenchmarkResult], environment: Fingerprint, charts: Sequence[str] = ()
+) -> str:
     hw = environment.hardware
     sw = environment.software
     device = hw.get("gpu_name") or f"{hw['cpu_model']} ({hw['cpu_cores']} cores)"
@@ -233,6 +291,21 @@ def markdown(results: Sequence[BenchmarkResult], environment: Fingerprint) -> st
             "",
         ]
         lines += [f"- {line}" for line in extra]
+    calibration = calibration_rows(results)
+    if calibration:
+        lines += [
+            "",
+            "### Calibration",
+            "",
+            "| " + " | ".join(CALIBRATION_COLUMNS) + " |",
+            "|" + "|".join(["---"] * 2 + ["---:"] * 5 + ["---", "---:"]) + "|",
+            *("| " + " | ".join(row) + " |" for row in calibration),
+            "",
+            CALIBRATION_NOTE,
+        ]
+    if charts:
+        lines += ["", "### Charts", ""]
+        lines += [f"![{Path(name).stem}]({name})" for name in charts]
     memory_notes = sorted({r.memory_note for r in results if r.memory_note})
     lines += [f"\n> memory: {note}" for note in memory_notes]
     return "\n".join(lines) + "\n"
@@ -243,16 +316,19 @@ def write_reports(
     results: Sequence[BenchmarkResult],
     environment: Fingerprint,
     run: dict[str, object],
+    charts: Sequence[str] = (),
 ) -> list[Path]:
+    """report.json and report.md (linking ``charts``, PNG names in the same folder)."""
     json_path = directory / "report.json"
     md_path = directory / "report.md"
     write_atomic(json_path, dumps_stable(report_document(results, environment, run)))
-    text = markdown(results, environment)
+    text = markdown(results, environment, charts)
     write_atomic(md_path, text)
     written = [json_path, md_path]
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:
-            handle.write(text)
+            # the job page cannot resolve links to files in the report folder: no charts there
+            handle.write(markdown(results, environment) if charts else text)
         written.append(Path(summary))
     return written

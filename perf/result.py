@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from perf.calibrate import MetricCalibration
 from perf.compare import MetricVerdict
 from perf.metrics import MetricSamples, SampleStats
 from perf.parity import ParityResult
@@ -86,6 +87,8 @@ class BenchmarkResult:
     baseline_file: str = ""
     baseline_note: str = ""  # no baseline yet / saved as the new baseline / why it is unusable
     baseline_error: str | None = None  # the stored baseline could not be used
+    # --perf-calibrate: each gated metric's noise and smallest detectable regression
+    calibration: tuple[MetricCalibration, ...] = ()
 
     @classmethod
     def from_rounds(
@@ -172,6 +175,7 @@ class BenchmarkResult:
             "baseline_file": self.baseline_file,
             "baseline_note": self.baseline_note,
             "baseline_error": self.baseline_error,
+            "calibration": [c.to_dict() for c in self.calibration],
             "skipped": self.skipped,
             "error": self.error,
             "details": self.details,
@@ -229,6 +233,10 @@ class BenchmarkResult:
             baseline_file=str(data.get("baseline_file", "")),
             baseline_note=str(data.get("baseline_note", "")),
             baseline_error=None if baseline_error is None else str(baseline_error),
+            calibration=tuple(
+                MetricCalibration.from_dict(c)
+                for c in data.get("calibration") or ()  # type: ignore[attr-defined]
+            ),
         )
 
     @property

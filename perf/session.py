@@ -11,19 +11,21 @@ import dataclasses
 import functools
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf import backends
 from perf.backends import LoadedModel
-from perf.baseline import BaselineStore
+from perf.baseline import BaselineStore, git_commit
+from perf.calibrate import calibrate_result
 from perf.compare import GATED, MetricVerdict, compare_result
 from perf.config import ModelSpec, RunConfig, Settings, Workload
 from perf.device import DeviceInfo, resolve_device, unavailable_reason
 from perf.errors import BaselineError, GenperfError, ParityError, PerformanceRegression
 from perf.fingerprint import Fingerprint, fingerprint
-from perf.metrics import PEAK_MEMORY, memory_metric
+from perf.history import Entry, entry_now
+from perf.metrics import PEAK_MEMORY, MetricSamples, memory_metric
 from perf.parity import ParityResult, TeacherForced, Tokens, compare, continuations, teacher_forced
 from perf.result import BenchmarkResult, RoundMeasurement
 from perf.runner import Fault, GenerationRunner
@@ -48,8 +50,12 @@ class RunOptions:
     settings: Settings
     model: ModelSpec
     report_dir: Path | None = None
+    history: Path | None = None  # append this session's medians here (perf/history.py)
     save_baseline: bool = False  # write this run's results as the baselines (never in CI)
     fault: Fault = field(default_factory=Fault)
+    # --perf-calibrate: each case's noise and smallest detectable regression (perf/calibrate.py)
+    calibrate: bool = False
+    calibrate_target_pct: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class PerfSession:
         self._rss_before_load_mib: float | None = None
         self._process_warm = False
         self._references: dict[str, ReferenceOutput] = {}
+        # The stored baselines compared against, by case id (for the plots' baseline marks).
+        self.baseline_metrics: dict[str, Mapping[str, MetricSamples]] = {}
 
     def cases(self) -> list[Case]:
         """Config-major order, so each config's model is loaded once; the reference config first,
@@ -274,6 +282,8 @@ class PerfSession:
     def _against_baseline(self, result: BenchmarkResult, case: Case) -> BenchmarkResult:
         """Save the result as the baseline (``--perf-save-baseline``) or judge it against it."""
         store = self.store
+        if self.options.calibrate:
+            result = self._calibrated(result, store)
         if self.options.save_baseline:
             path = store.save(result, self._baseline_run(case))
             return dataclasses.replace(
@@ -295,6 +305,7 @@ class PerfSession:
                 " `pytest --benchmark --perf-save-baseline` and commit it"
             )
             return dataclasses.replace(result, verdicts=verdicts, baseline_note=note)
+        self.baseline_metrics[result.case_id] = baseline.metrics
         verdicts = compare_result(
             result.metrics,
             baseline.metrics,
@@ -305,6 +316,26 @@ class PerfSession:
             overrides=self.settings.tolerances,
         )
         return dataclasses.replace(result, verdicts=verdicts, baseline_file=str(baseline.path))
+
+    def _calibrated(self, result: BenchmarkResult, store: BaselineStore) -> BenchmarkResult:
+        """Attach the calibration: planned against the stored baseline's rounds when there is
+        one (and it is usable), else as this session's rounds on both sides."""
+        try:
+            baseline = (
+                None
+                if self.options.save_baseline
+                else store.load(result.model, result.config, result.workload)
+            )
+        except BaselineError:
+            baseline = None  # the comparison below reports it
+        calibration = calibrate_result(
+            result.metrics,
+            None if baseline is None else baseline.metrics,
+            is_cuda=self.device.is_cuda,
+            overrides=self.settings.tolerances,
+            target_pct=self.options.calibrate_target_pct,
+        )
+        return dataclasses.replace(result, calibration=calibration)
 
     def _baseline_run(self, case: Case) -> dict[str, object]:
         return {
@@ -470,6 +501,21 @@ class PerfSession:
             "workload": case.workload.name,
             "device": self.device.name,
         }
+
+    def history_entry(self) -> Entry:
+        """This session's medians, for ``--perf-history``."""
+        medians = {
+            r.case_id: {name: m.median for name, m in r.metrics.items()}
+            for r in self.results
+            if r.metrics and r.skipped is None and r.error is None
+        }
+        env = self.environment
+        return entry_now(
+            medians,
+            hardware=env.slug,
+            software=env.software,
+            git_commit=git_commit(Path.cwd()),
+        )
 
     def run_description(self) -> dict[str, object]:
         s = self.settings

@@ -3,6 +3,7 @@ regression), re-run with an injected slowdown and with injected memory (regresse
 a message naming the metric, the change, the tolerance, the p-value and the baseline file)."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,11 +71,19 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
     stored = json.loads(file.read_text())
     assert len(stored["metrics"]["output_tokens_per_s"]["samples"]) == 7
 
-    same, unchanged = run(pytester, tmp_path, "r2")
+    same, unchanged = run(pytester, tmp_path, "r2", "--perf-calibrate")
     same.assert_outcomes(passed=1)
     assert "regressed" not in unchanged["verdicts"].values()
     assert unchanged["verdicts"]["output_length_tokens"] == "pass"
     assert unchanged["baseline_file"] == str(file)
+    # --perf-calibrate: every gated metric planned against the stored baseline's 7 rounds
+    calibration = {c["metric"]: c for c in unchanged["calibration"]}
+    assert set(calibration) >= {"output_tokens_per_s", "tpot_ms", "peak_rss_delta_mib"}
+    tps = calibration["output_tokens_per_s"]
+    assert (tps["rounds"], tps["baseline_rounds"], tps["tolerance_pct"]) == (7, 7, 35)
+    assert tps["detectable_pct"] >= 35 and tps["rounds_for_target"] >= 5
+    same.stdout.fnmatch_lines(["*case*metric*noise %*detects %*", "*calibration: noise is*"])
+    assert "### Calibration" in (tmp_path / "r2" / "report.md").read_text()
 
     slow, slowed = run(pytester, tmp_path, "r3", "--perf-inject-slowdown", "1.5")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED
@@ -88,6 +97,13 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
             f"*baseline: {file}; if the change is intended, re-baseline with*",
         ]
     )
+
+    # Session drift over the unchanged and the slowed run, judged again from their reports
+    drift = pytester.run(
+        sys.executable, "-m", "perf.calibrate", str(tmp_path / "r2"), str(tmp_path / "r3")
+    )
+    assert drift.ret == 0
+    drift.stdout.fnmatch_lines(["baseline-greedy-b2*output_tokens_per_s*2*", "1 of 2 sessions*"])
 
     heavy, grown = run(pytester, tmp_path, "r4", "--perf-inject-memory", "256")
     assert heavy.ret == pytest.ExitCode.TESTS_FAILED

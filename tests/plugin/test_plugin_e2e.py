@@ -1,6 +1,7 @@
 """The plugin end to end, through pytester: real ``pytest --benchmark`` runs on the tiny model."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,12 @@ def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monk
     assert extra["genperf"]["metrics"]["ttft_ms"]["samples"]
     assert extra["output_tokens_per_s"] > 0
     assert bench["benchmarks"][0]["stats"]["rounds"] == 2
+    # ... and pytest-benchmark's own tools still read it
+    compare = project.run(
+        Path(sys.executable).parent / "pytest-benchmark", "compare", str(bench_json)
+    )
+    assert compare.ret == 0
+    compare.stdout.fnmatch_lines(["*test_generation?baseline-greedy-b1?*"])
 
 
 def test_without_the_flag_benchmarks_skip_naming_it(project):
