@@ -319,6 +319,11 @@ class Drift:
     shifts_pct: tuple[float, ...]  # each session's median vs the baseline median, worse > 0
     regressed: int  # sessions the gate failed on this metric at the tolerance given
     tolerance_pct: float
+    # Within sessions, pooled over them all and the baseline: the rounds' noise, and what the
+    # gate detects at these rounds (1 % false alarms, 95 % power; None: not at any size).
+    noise_pct: float = 0.0
+    detectable_pct: float | None = None
+    statistical_pct: float | None = None
 
     @property
     def worst_pct(self) -> float:
@@ -337,7 +342,19 @@ class DriftSummary:
 
     def lines(self) -> list[str]:
         """A readable table, worst shift first, and the false-alarm count."""
-        header = ("case", "metric", "n", "median %", "worst %", "sd %", "tol %", "regressed")
+        header = (
+            "case",
+            "metric",
+            "n",
+            "median %",
+            "worst %",
+            "sd %",
+            "tol %",
+            "regressed",
+            "noise %",
+            "detects %",
+            "test alone %",
+        )
         rows = [header]
         for d in sorted(self.drifts, key=lambda d: -d.worst_pct):
             rows.append(
@@ -350,6 +367,9 @@ class DriftSummary:
                     f"{d.spread_pct:.1f}",
                     f"{d.tolerance_pct:g}",
                     str(d.regressed),
+                    f"{d.noise_pct:.1f}",
+                    "none" if d.detectable_pct is None else f"{d.detectable_pct:.1f}",
+                    "none" if d.statistical_pct is None else f"{d.statistical_pct:.1f}",
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -359,7 +379,8 @@ class DriftSummary:
         lines += [
             "",
             "shift: each session's median against the baseline's, in the worse direction"
-            " (tokens/s down, latency and memory up, positive).",
+            " (tokens/s down, latency and memory up, positive). noise, detects, test alone:"
+            " within sessions (rounds), as --perf-calibrate computes them, pooled over all.",
             f"{self.failed_sessions} of {self.sessions} sessions had a regressed verdict"
             f" ({alarms} verdicts over {len(self.drifts)} case-metric pairs).",
         ]
@@ -387,6 +408,8 @@ def session_drift(
     shifts: dict[tuple[str, str], list[float]] = {}
     failed: dict[tuple[str, str], int] = {}
     tolerance_pct: dict[tuple[str, str], float] = {}
+    rounds: dict[tuple[str, str], list[MetricSamples]] = {}
+    stored: dict[tuple[str, str], MetricSamples] = {}
     failed_sessions = 0
     for report in reports:
         results = report.get("results") or []
@@ -411,12 +434,37 @@ def session_drift(
                 failed[key] = failed.get(key, 0) + regressed
                 session_failed |= regressed
                 tolerance_pct[key] = tolerance.pct
+                rounds.setdefault(key, []).append(result.metrics[name])
+                stored[key] = baseline.metrics[name]
         failed_sessions += session_failed
-    drifts = tuple(
-        Drift(case, metric, tuple(values), failed[(case, metric)], tolerance_pct[(case, metric)])
-        for (case, metric), values in shifts.items()
-    )
-    return DriftSummary(drifts, len(reports), failed_sessions)
+    drifts = []
+    for (case, metric), values in shifts.items():
+        key = (case, metric)
+        sets = [m.samples for m in rounds[key]]
+        noise = relative_noise(*sets, stored[key].samples)
+        common = {
+            "noise": noise,
+            "rounds": min(len(x) for x in sets),
+            "baseline_rounds": len(stored[key].samples),
+            "better": stored[key].better,
+        }
+        tolerance = tolerance_for(metric, is_cuda, overrides)
+        relative = max(tolerance.pct / 100, tolerance.floor / (abs(stored[key].median) or 1.0))
+        gate = smallest_detectable(tolerance=relative, **common)  # type: ignore[arg-type]
+        alone = smallest_detectable(tolerance=0.0, **common)  # type: ignore[arg-type]
+        drifts.append(
+            Drift(
+                case,
+                metric,
+                tuple(values),
+                failed[key],
+                tolerance_pct[key],
+                noise_pct=100 * noise,
+                detectable_pct=None if gate is None else 100 * gate,
+                statistical_pct=None if alone is None else 100 * alone,
+            )
+        )
+    return DriftSummary(tuple(drifts), len(reports), failed_sessions)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

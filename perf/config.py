@@ -415,6 +415,12 @@ class Settings:
     baselines: Path = Path("baselines")  # stored results, one folder per hardware fingerprint
     tolerances: Mapping[str, float] = field(default_factory=dict)  # metric -> % (overrides)
     strict: bool = False  # inconclusive verdicts fail too
+    # Sampling properties (tests/properties, docs/properties.md): the largest drawn batch and
+    # new-token count, and the "no cliff" bound: a drawn example's decode rate over the paired
+    # greedy reference's must stay at or above this ratio.
+    property_max_batch: int = 4
+    property_max_new_tokens: int = 32
+    property_min_speed_ratio: float = 0.25
     source: str = "built-in defaults"
 
     @property
@@ -444,15 +450,25 @@ class Settings:
             raise _fail(where, "device (--perf-device)", self.device, "auto, cpu, cuda, cuda:N")
         if self.hook_check_rounds < 0:
             raise _fail(where, "hook_check_rounds", self.hook_check_rounds, "an integer >= 0")
+        if self.property_max_batch < 1 or self.property_max_new_tokens < 1:
+            raise _fail(
+                where,
+                "property_max_batch / property_max_new_tokens",
+                (self.property_max_batch, self.property_max_new_tokens),
+                "integers >= 1",
+            )
+        if not 0 < self.property_min_speed_ratio <= 1:
+            raise _fail(
+                where, "property_min_speed_ratio", self.property_min_speed_ratio, "in (0, 1]"
+            )
         if not self.max_hook_overhead_pct > 0:
             raise _fail(where, "max_hook_overhead_pct", self.max_hook_overhead_pct, "> 0")
-        from perf.compare import metric_family
-        from perf.metrics import METRICS
+        from perf.compare import GATED
 
         for metric, pct in self.tolerances.items():
-            if metric_family(metric) is None:
-                gated = ", ".join(n for n in METRICS if metric_family(n))
-                raise _fail(where, f"tolerance.{metric} (--perf-tolerance)", pct, gated)
+            if metric not in GATED:
+                # a tolerance on a metric the gate never judges would be silently ignored
+                raise _fail(where, f"tolerance.{metric} (--perf-tolerance)", pct, ", ".join(GATED))
             if not pct >= 0:
                 raise _fail(where, f"tolerance.{metric} (--perf-tolerance)", pct, "a % >= 0")
         if self.reference is not None and self.reference not in self.config_defs:
@@ -519,6 +535,9 @@ _SETTINGS_KEYS = {
     "baselines": str,
     "tolerance": dict,
     "strict": bool,
+    "property_max_batch": int,
+    "property_max_new_tokens": int,
+    "property_min_speed_ratio": float,
     "config": dict,
     "workload": dict,
 }
@@ -630,9 +649,13 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
             "allow_pickle",
             "reference",
             "strict",
+            "property_max_batch",
+            "property_max_new_tokens",
         )
         if key in table
     }
+    if "property_min_speed_ratio" in table:
+        fields["property_min_speed_ratio"] = float(cast(float, table["property_min_speed_ratio"]))
     if "max_hook_overhead_pct" in table:
         fields["max_hook_overhead_pct"] = float(cast(float, table["max_hook_overhead_pct"]))
     for key in ("configs", "workloads"):

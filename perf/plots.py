@@ -6,6 +6,7 @@ safe inside pytest. Each function returns the paths it wrote; report.md links th
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from perf.history import ChangePoint, Entry
     from perf.metrics import MetricSamples
     from perf.result import BenchmarkResult
+    from perf.soak import SoakResult
 
 MEMORY_METRICS = ("peak_gpu_memory_mib", "torch_peak_reserved_mib", "peak_rss_mib")
 
@@ -157,3 +159,46 @@ def plot_history(
         axes.legend(loc="best", fontsize="x-small", ncol=2)
         written.append(_save(figure, directory / f"history-{metric}.png"))
     return written
+
+
+def plot_soak(result: SoakResult, path: Path) -> Path:
+    """Memory after each generate and tokens/s (drawn examples grey, the fixed probe blue)
+    through the soak; the warm-up share shaded, the fitted memory slope drawn."""
+    from matplotlib.figure import Figure
+
+    from perf.soak import WARMUP_SHARE
+
+    samples = result.samples
+    minutes = [s.t_s / 60 for s in samples]
+    figure = Figure(figsize=(9, 6.4), layout="constrained")
+    memory_axes, speed_axes = figure.subplots(2, 1, sharex=True)
+    memory_axes.plot(minutes, [s.memory_mib for s in samples], color="tab:purple", linewidth=1)
+    settled = samples[int(len(samples) * WARMUP_SHARE) :]
+    if result.leak_mib_per_hour is not None and settled:
+        t0 = settled[0].t_s / 60
+        m0 = statistics.median(s.memory_mib for s in settled)
+        middle = statistics.median(s.t_s / 60 for s in settled)
+        xs = [t0, minutes[-1]]
+        ys = [m0 + result.leak_mib_per_hour / 60 * (x - middle) for x in xs]
+        memory_axes.plot(
+            xs, ys, "--", color="tab:red", label=f"{result.leak_mib_per_hour:+.0f} MiB/h"
+        )
+        memory_axes.legend(loc="best", fontsize="small")
+    if settled:
+        for axes in (memory_axes, speed_axes):
+            axes.axvspan(0, settled[0].t_s / 60, color="0.9", label=None)
+    memory_axes.set_ylabel(f"memory, MiB ({result.memory_source})")
+    drawn = [(m, s.tokens_per_s) for m, s in zip(minutes, samples, strict=True) if not s.probe]
+    probes = [(m, s.tokens_per_s) for m, s in zip(minutes, samples, strict=True) if s.probe]
+    if drawn:
+        speed_axes.scatter(*zip(*drawn, strict=True), s=6, color="0.6", label="drawn examples")
+    if probes:
+        speed_axes.plot(*zip(*probes, strict=True), "o-", markersize=3, label="fixed probe")
+    speed_axes.set_ylabel("output tokens/s")
+    speed_axes.set_xlabel("minutes (shaded: warm-up, not judged for leaks)")
+    speed_axes.legend(loc="best", fontsize="small")
+    for axes in (memory_axes, speed_axes):
+        axes.grid(alpha=0.3)
+    verdict = "; ".join(result.failures) if result.failures else "pass"
+    figure.suptitle(f"Soak: {result.config} — {verdict}", fontsize="medium")
+    return _save(figure, path)

@@ -19,7 +19,8 @@ from perf.config import Settings, load_settings, parse_name_list, parse_toleranc
 from perf.errors import ConfigError
 from perf.result import BenchmarkResult
 from perf.runner import Fault
-from perf.session import Case, PerfSession, RunOptions
+from perf.session import Case, PerfSession, RunOptions, Soak
+from perf.strategies import register_profiles
 
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture
@@ -95,6 +96,16 @@ def parse_mib(value: str) -> float:
     return number
 
 
+def parse_minutes(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of minutes") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be > 0 minutes")
+    return number
+
+
 def parse_target_pct(value: str) -> float:
     try:
         number = float(value.rstrip("%"))
@@ -103,6 +114,10 @@ def parse_target_pct(value: str) -> float:
     if not 0 < number < 100:
         raise argparse.ArgumentTypeError(f"{value!r}: must be between 0 and 100 (percent)")
     return number
+
+
+# ci / dev / nightly, for --hypothesis-profile (registered, not loaded: see perf/strategies.py)
+register_profiles()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -118,6 +133,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="Run the long soak tests (marked 'soak'). Default: %(default)r",
+    )
+    group.addoption(
+        "--soak-minutes",
+        metavar="N",
+        type=parse_minutes,
+        default=1.0,
+        help="How long each config's soak generates (with --soak). Default: %(default)r",
+    )
+    group.addoption(
+        "--soak-max-leak",
+        metavar="MIB_PER_HOUR",
+        type=parse_mib,
+        default=100.0,
+        help="Memory slope after the soak's warm-up that counts as a leak (docs/soak.md)."
+        " Default: %(default)r",
+    )
+    group.addoption(
+        "--soak-inject-leak",
+        metavar="MIB",
+        type=parse_mib,
+        default=0.0,
+        help="Fault injection: keep MIB of tensors alive after every soak generate, to check"
+        " that the leak check catches it. Default: %(default)r",
     )
     group.addoption(
         "--perf-model",
@@ -269,7 +307,8 @@ def options_from_config(config: pytest.Config) -> RunOptions:
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     settings.check()
     enabled = bool(config.getoption(BENCHMARK_FLAG.lstrip("-")))
-    if enabled:
+    soak = bool(config.getoption(SOAK_FLAG.lstrip("-")))
+    if enabled or soak:
         settings.check_runnable()
     # A model path given on the command line is relative to where pytest was started.
     base = config.invocation_params.dir if "model" in overrides else pyproject.parent
@@ -283,6 +322,11 @@ def options_from_config(config: pytest.Config) -> RunOptions:
         save_baseline=bool(config.getoption("perf_save_baseline")),
         calibrate=bool(config.getoption("perf_calibrate")),
         calibrate_target_pct=float(config.getoption("perf_calibrate_target")),
+        soak=Soak(
+            minutes=float(config.getoption("soak_minutes")),
+            max_leak_mib_per_hour=float(config.getoption("soak_max_leak")),
+            inject_leak_mib=float(config.getoption("soak_inject_leak")),
+        ),
         fault=Fault(
             slowdown=float(config.getoption("perf_inject_slowdown")),
             memory_mib=float(config.getoption("perf_inject_memory")),
@@ -306,10 +350,19 @@ def _session(config: pytest.Config) -> PerfSession:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "perf_config" in metafunc.fixturenames:
+        _parametrize_configs(metafunc)
     if "perf_case" not in metafunc.fixturenames:
         return
     cases = _session(metafunc.config).cases()
     metafunc.parametrize("perf_case", cases, ids=[case.id for case in cases])
+
+
+def _parametrize_configs(metafunc: pytest.Metafunc) -> None:
+    """``perf_config``: one test per chosen config (reference first), e.g. for properties."""
+    settings = _session(metafunc.config).settings
+    names = settings.ordered_configs()
+    metafunc.parametrize("perf_config", [settings.config_defs[n] for n in names], ids=list(names))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -403,7 +456,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if perf is None:
         return
     perf.release()  # the model is not needed past the last test, with or without reports
-    if not perf.results:
+    if not perf.results and not perf.soak_results:
         return
     written: list[Path] = []
     if perf.options.history is not None:
@@ -418,7 +471,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 # not a silent loss: the session fails and the summary says why
                 session.config.stash[PROBLEMS_KEY] = [*problems(session.config), str(exc)]
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if perf.options.report_dir is not None:
+    if perf.soak_results and perf.options.report_dir is not None:
+        from perf.soak import write_soak_report
+
+        written += write_soak_report(perf.options.report_dir, perf.soak_results)
+    if perf.options.report_dir is not None and perf.results:
         from perf.plots import plot_results
         from perf.report import write_reports
 
@@ -438,7 +495,19 @@ def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
     perf = config.stash.get(SESSION_KEY, None)
-    if perf is None or not perf.results:
+    if perf is None:
+        return
+    if perf.soak_results:
+        terminalreporter.write_sep("=", "genperf soak")
+        for soak in perf.soak_results:
+            terminalreporter.write_line(soak.summary())
+    if perf.property_memory:
+        from perf.report import memory_prediction_lines
+
+        terminalreporter.write_sep("=", "genperf: predicted vs measured peak memory (properties)")
+        for line in memory_prediction_lines(perf.property_memory):
+            terminalreporter.write_line(line)
+    if not perf.results:
         return
     from perf.report import terminal_lines
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from perf import __version__
 from perf.fingerprint import Fingerprint
 from perf.jsonio import dumps_stable, write_atomic
+from perf.memory_model import MemoryPrediction
 from perf.result import BenchmarkResult
 
 REPORT_SCHEMA_VERSION = 1
@@ -332,3 +333,22 @@ def write_reports(
             handle.write(markdown(results, environment) if charts else text)
         written.append(Path(summary))
     return written
+
+
+def memory_prediction_lines(
+    examples: Sequence[tuple[str, float, float, MemoryPrediction]],
+) -> list[str]:
+    """Per config: how close the drawn examples' measured peak came to the predicted bound."""
+    lines = []
+    for config in dict.fromkeys(name for name, _, _, _ in examples):
+        rows = [(m, b, p) for name, m, b, p in examples if name == config]
+        shares = sorted(m / b for m, b, _ in rows)
+        worst_m, worst_b, worst_p = max(rows, key=lambda row: row[0] / row[1])
+        median = shares[len(shares) // 2]
+        lines.append(
+            f"{config}: {len(rows)} examples, measured / bound median {median:.2f},"
+            f" max {shares[-1]:.2f} (worst: {worst_m:.1f} MiB measured, bound {worst_b:.1f};"
+            f" predicted weights {worst_p.weights_mib:.0f}, KV {worst_p.kv_cache_mib:.2f},"
+            f" activations {worst_p.activations_mib:.2f} MiB)"
+        )
+    return lines

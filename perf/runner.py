@@ -139,6 +139,21 @@ class GenerationRunner:
         size = int(self._fault.memory_mib * 2**20)
         return torch.ones(size, dtype=torch.uint8, device=self.loaded.device.name)
 
+    def outputs(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """An untimed generate that also returns the raw logits of every step (for checks)."""
+        import torch
+
+        torch.manual_seed(self.workload.sampling.seed)
+        with torch.inference_mode():
+            out = self.loaded.model.generate(  # type: ignore[operator]
+                input_ids=self.batch.input_ids,
+                attention_mask=self.batch.attention_mask,
+                output_logits=True,
+                return_dict_in_generate=True,
+                **self._kwargs,
+            )
+        return out.sequences, tuple(out.logits)
+
     def plain_e2e_ms(self) -> float:
         """A plain timed generate (no hook, no sampler): the reference for the hook's cost."""
         _, elapsed_s = self._generate(with_clock=False)

@@ -20,15 +20,17 @@ from perf.backends import LoadedModel
 from perf.baseline import BaselineStore, git_commit
 from perf.calibrate import calibrate_result
 from perf.compare import GATED, MetricVerdict, compare_result
-from perf.config import ModelSpec, RunConfig, Settings, Workload
+from perf.config import ModelSpec, RunConfig, SamplingParams, Settings, Workload
 from perf.device import DeviceInfo, resolve_device, unavailable_reason
 from perf.errors import BaselineError, GenperfError, ParityError, PerformanceRegression
 from perf.fingerprint import Fingerprint, fingerprint
 from perf.history import Entry, entry_now
+from perf.memory_model import MemoryPrediction
 from perf.metrics import PEAK_MEMORY, MetricSamples, memory_metric
 from perf.parity import ParityResult, TeacherForced, Tokens, compare, continuations, teacher_forced
 from perf.result import BenchmarkResult, RoundMeasurement
 from perf.runner import Fault, GenerationRunner
+from perf.soak import SoakResult
 from perf.trackers.memory import NvmlProbe, pci_bus_id, trim_host_memory
 from perf.workload import Prompt, load_prompts, prepare_batch, select_prompts
 
@@ -43,6 +45,15 @@ class HookOverheadError(GenperfError):
 
 
 @dataclass(frozen=True)
+class Soak:
+    """``--soak-*``: how long each config soaks, what counts as a leak, an injected leak."""
+
+    minutes: float = 1.0
+    max_leak_mib_per_hour: float = 100.0
+    inject_leak_mib: float = 0.0
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """Everything a session needs, resolved and validated (settings with CLI overrides applied)."""
 
@@ -53,6 +64,7 @@ class RunOptions:
     history: Path | None = None  # append this session's medians here (perf/history.py)
     save_baseline: bool = False  # write this run's results as the baselines (never in CI)
     fault: Fault = field(default_factory=Fault)
+    soak: Soak = field(default_factory=lambda: Soak())
     # --perf-calibrate: each case's noise and smallest detectable regression (perf/calibrate.py)
     calibrate: bool = False
     calibrate_target_pct: float = 3.0
@@ -95,6 +107,9 @@ class PerfSession:
         self._rss_before_load_mib: float | None = None
         self._process_warm = False
         self._references: dict[str, ReferenceOutput] = {}
+        self.soak_results: list[SoakResult] = []
+        # Sampling properties, per example: (config, measured MiB, bound MiB, the prediction).
+        self.property_memory: list[tuple[str, float, float, MemoryPrediction]] = []
         # The stored baselines compared against, by case id (for the plots' baseline marks).
         self.baseline_metrics: dict[str, Mapping[str, MetricSamples]] = {}
 
@@ -201,6 +216,21 @@ class PerfSession:
             self._probe_note,
             self._rss_before_load_mib,
             self.options.fault,
+        )
+
+    def config_skip_reason(self, config: RunConfig) -> str | None:
+        return unavailable_reason(self.device) or backends.unavailable_reason(config, self.device)
+
+    def ad_hoc_runner(
+        self, config: RunConfig, prompts: tuple[Prompt, ...], sampling: SamplingParams
+    ) -> GenerationRunner:
+        """A runner for a generate call that is no configured workload (drawn by Hypothesis)."""
+        loaded = self.loaded(config)
+        classes = tuple(dict.fromkeys(p.prompt_class for p in prompts))
+        workload = Workload("drawn", classes, len(prompts), sampling)
+        batch = prepare_batch(loaded.tokenizer, prompts, self.device.name)
+        return GenerationRunner(
+            loaded, workload, batch, self._probe, self._probe_note, self._rss_before_load_mib
         )
 
     def run(

@@ -167,6 +167,9 @@ def test_session_drift_measures_each_sessions_shift_and_counts_false_alarms(stor
     (drift,) = summary.drifts
     assert drift.shifts_pct == pytest.approx((5.0, 20.0, -1.0))  # tokens/s down = worse
     assert drift.regressed == 1 and summary.failed_sessions == 1 and summary.sessions == 3
+    # within sessions: the rounds' pooled noise, and the gate's detectable size at 3 vs 7
+    assert 0 < drift.noise_pct < 2
+    assert drift.statistical_pct < 10 <= drift.detectable_pct < 12
     wider = session_drift(sessions, store, is_cuda=False, overrides={TPS: 25})
     assert wider.failed_sessions == 0
     assert "1 of 3 sessions had a regressed verdict" in "\n".join(summary.lines())

@@ -202,6 +202,9 @@ def test_tolerance_settings_are_validated():
     assert settings.baselines == REPO / "baselines"
     with pytest.raises(ConfigError, match=r"tolerance\.output_length_tokens"):
         parse_settings(minimal(tolerance={"output_length_tokens": 1}), "p", REPO)
+    # a unit the gate knows, but a metric it never judges: an error, not a silent no-op
+    with pytest.raises(ConfigError, match=r"tolerance\.itl_p99_ms.*output_tokens_per_s"):
+        parse_settings(minimal(tolerance={"itl_p99_ms": 10}), "p", REPO)
     with pytest.raises(ConfigError, match=r"tolerance\.ttft_ms.*a % >= 0"):
         parse_settings(minimal(tolerance={"ttft_ms": -1}), "p", REPO)
     assert parse_tolerance("ttft_ms=7.5%") == ("ttft_ms", 7.5)
