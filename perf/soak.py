@@ -7,8 +7,8 @@ fixed greedy probe instead, whose tokens/s is comparable through time: throughpu
 probe's last window against its first. Memory is the process RSS (GPU: allocated) after each
 generate. Verdicts (docs/soak.md):
 
-* leak: the Theil-Sen slope of memory over time after the warm-up share, in MiB per hour, and
-  its lower 95 % bound both above ``max_leak_mib_per_hour``;
+* leak: the lower 95 % bound of the Theil-Sen slope of memory over time after the warm-up
+  share is above ``max_leak_mib_per_hour``, and memory grew by at least 16 MiB along that slope;
 * drift: the probe's median fell by more than ``drift_tolerance_pct`` and a one-sided
   Mann-Whitney U test gives p < 0.01;
 * error: any exception stops the loop and fails the soak.
@@ -43,6 +43,10 @@ PROBE_EVERY = 5
 PROBE = SamplingParams(max_new_tokens=16, min_new_tokens=16)
 WINDOW_SHARE = 0.25  # drift compares the probe's first and last quarter
 DEFAULT_MAX_LEAK_MIB_PER_HOUR = 100.0
+# A leak must also have grown by this much over the judged samples: RSS moves in page- and
+# arena-sized steps, and a short soak turns half a MiB into a steep slope (measured: +0.5 MiB
+# in 25 s of a clean tiny-model soak = +59 MiB/h).
+MIN_LEAK_GROWTH_MIB = 16.0
 DEFAULT_DRIFT_TOLERANCE_PCT = 35.0
 
 
@@ -143,10 +147,12 @@ def judge(
     if len(settled) >= 5:
         slope, low = leak_slope([s.t_s for s in settled], [s.memory_mib for s in settled])
         result.leak_mib_per_hour, result.leak_low_mib_per_hour = slope, low
-        if slope > max_leak_mib_per_hour and low > max_leak_mib_per_hour:
+        grown = slope * (settled[-1].t_s - settled[0].t_s) / 3600
+        if low > max_leak_mib_per_hour and grown > MIN_LEAK_GROWTH_MIB:
             result.failures.append(
                 f"memory leak: {slope:+.1f} MiB/h (lower 95% bound {low:+.1f}) after the warm-up,"
-                f" above {max_leak_mib_per_hour:g} MiB/h"
+                f" above {max_leak_mib_per_hour:g} MiB/h; {grown:+.0f} MiB over the judged"
+                f" {(settled[-1].t_s - settled[0].t_s) / 60:.1f} min"
             )
     probes = [s.tokens_per_s for s in samples if s.probe]
     window = max(3, int(len(probes) * WINDOW_SHARE))
@@ -194,6 +200,7 @@ def run_soak(
     short = tuple(p for p in prompts if p.prompt_class == PROMPT_CLASSES[0])[:1]
     result = SoakResult(config.name, minutes)
     retained: list[Any] = []  # the planted leak
+    prime(session, config, prompts)
     start = time.perf_counter()
     deadline = start + minutes * 60
     iteration = 0
@@ -228,6 +235,20 @@ def run_soak(
         result.error = f"{type(exc).__name__}: {exc} (iteration {iteration}, seed {seed})"
     del retained
     return result
+
+
+def prime(session: PerfSession, config: RunConfig, prompts: Sequence[Prompt]) -> None:
+    """Load the model and run the largest example the draws can produce, before the clock.
+
+    Drawn shapes vary, and an allocator keeps the high-water mark of what it has served: every
+    new largest shape raises RSS once, a ratchet a short soak would mistake for a leak. After
+    the largest batch of the longest prompts at the most new tokens, a steady process is flat.
+    """
+    settings = session.settings
+    longest = max(prompts, key=lambda p: (PROMPT_CLASSES.index(p.prompt_class), len(p.text)))
+    most = settings.property_max_new_tokens
+    params = SamplingParams(max_new_tokens=most, min_new_tokens=most)
+    session.ad_hoc_runner(config, (longest,) * settings.property_max_batch, params).measure()
 
 
 def tqdm_progress(label: str, minutes: float) -> tuple[Callable[[float, int], None], Any]:

@@ -71,6 +71,12 @@ def test_a_steady_leak_fails_with_its_slope():
     assert any("memory leak" in f for f in result.failures)
 
 
+def test_a_steep_slope_of_a_few_mib_is_not_yet_a_leak():
+    # 600 MiB/h for one minute is 10 MiB of growth (8 judged): under the 16 MiB floor
+    result = judged(series(1, mib_per_hour=600, noise=0.05))
+    assert result.leak_low_mib_per_hour > 100 and result.failures == []
+
+
 def test_growth_only_during_the_warm_up_is_not_a_leak():
     samples = series(10)
     warm = len(samples) // 10  # the allocator fills during the first minute: +60 MiB

@@ -1,0 +1,74 @@
+"""The soak for real on the tiny model, through pytester: skipped without --soak; a half-minute
+soak passes and writes soak.json and its chart; a planted leak (tensors kept every step) fails
+it with the slope; the options are validated."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from perf.plugin import SKIP_SOAK
+
+SOAK_TEST = (Path(__file__).parents[1] / "soak" / "test_soak.py").read_text()
+PYPROJECT = """
+[tool.genperf]
+model = "tiny"
+device = "cpu"
+prompts = "{prompts}"
+configs = ["baseline"]
+property_max_batch = 2
+property_max_new_tokens = 8
+
+[tool.genperf.config.baseline]
+
+[tool.genperf.workload.unused]
+prompt_class = "short"
+batch_size = 1
+max_new_tokens = 4
+"""
+
+
+@pytest.fixture
+def project(pytester):
+    prompts = Path(__file__).parents[2] / "fixtures" / "prompts.jsonl"
+    pytester.makefile(".toml", pyproject=PYPROJECT.format(prompts=prompts))
+    pytester.makepyfile(test_soak=SOAK_TEST)
+    return pytester
+
+
+def test_soak_skips_without_the_flag(project):
+    result = project.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"*{SKIP_SOAK}*"])
+
+
+def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
+    clean = project.runpytest_subprocess(
+        "--soak", "--soak-minutes", "0.5", "--perf-report", str(tmp_path / "clean")
+    )
+    clean.assert_outcomes(passed=1)
+    clean.stdout.fnmatch_lines(["*genperf soak*", "baseline: * generates in 0.5 min*: pass"])
+    (soak,) = json.loads((tmp_path / "clean" / "soak.json").read_text())["soaks"]
+    assert soak["iterations"] >= 20 and soak["failures"] == []
+    assert abs(soak["leak_mib_per_hour"]) < 100
+    assert (tmp_path / "clean" / "soak-baseline.png").read_bytes()[:4] == b"\x89PNG"
+
+    leaky = project.runpytest_subprocess(
+        "--soak",
+        "--soak-minutes",
+        "0.5",
+        "--soak-inject-leak",
+        "2",
+        "--perf-report",
+        str(tmp_path / "leaky"),
+    )
+    leaky.assert_outcomes(failed=1)
+    leaky.stdout.fnmatch_lines(["*memory leak: +* MiB/h (lower 95% bound *) after the warm-up*"])
+    (soak,) = json.loads((tmp_path / "leaky" / "soak.json").read_text())["soaks"]
+    assert soak["leak_mib_per_hour"] > 1000
+
+
+def test_soak_options_are_validated(project):
+    result = project.runpytest("--soak", "--soak-minutes", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--soak-minutes*must be > 0 minutes*"])
