@@ -246,6 +246,30 @@ def rounds_for(
     return min(rounds, MAX_PLANNED_ROUNDS)
 
 
+def detectable_sizes(
+    noise: float,
+    rounds: int,
+    baseline_rounds: int,
+    better: str,
+    tolerance: Tolerance,
+    baseline_median: float,
+) -> tuple[float, float | None, float | None]:
+    """The tolerance relative to the baseline median, and the smallest shift detected by the
+    gate (tolerance and test) and by the test alone (None: not at any size)."""
+    relative = max(tolerance.pct / 100, tolerance.floor / (abs(baseline_median) or 1.0))
+    gate, alone = (
+        smallest_detectable(
+            noise=noise,
+            rounds=rounds,
+            baseline_rounds=baseline_rounds,
+            better=better,
+            tolerance=tol,
+        )
+        for tol in (relative, 0.0)
+    )
+    return relative, gate, alone
+
+
 def calibrate_metric(
     current: MetricSamples,
     baseline: MetricSamples | None,
@@ -259,16 +283,9 @@ def calibrate_metric(
     rounds = len(current.samples)
     baseline_rounds = len(baseline.samples) if baseline is not None else rounds
     noise = relative_noise(current.samples, baseline.samples if baseline is not None else ())
-    median = abs((baseline or current).median) or 1.0
-    tol = max(tolerance.pct / 100, tolerance.floor / median)
-    common = {
-        "noise": noise,
-        "rounds": rounds,
-        "baseline_rounds": baseline_rounds,
-        "better": current.better,
-    }
-    gate = smallest_detectable(tolerance=tol, **common)  # type: ignore[arg-type]
-    stats = smallest_detectable(tolerance=0.0, **common)  # type: ignore[arg-type]
+    tol, gate, stats = detectable_sizes(
+        noise, rounds, baseline_rounds, current.better, tolerance, (baseline or current).median
+    )
     if stats is None:
         limited_by = "rounds" if min_p_value(rounds, baseline_rounds) >= FALSE_ALARM else "noise"
     else:
@@ -442,16 +459,14 @@ def session_drift(
         key = (case, metric)
         sets = [m.samples for m in rounds[key]]
         noise = relative_noise(*sets, stored[key].samples)
-        common = {
-            "noise": noise,
-            "rounds": min(len(x) for x in sets),
-            "baseline_rounds": len(stored[key].samples),
-            "better": stored[key].better,
-        }
-        tolerance = tolerance_for(metric, is_cuda, overrides)
-        relative = max(tolerance.pct / 100, tolerance.floor / (abs(stored[key].median) or 1.0))
-        gate = smallest_detectable(tolerance=relative, **common)  # type: ignore[arg-type]
-        alone = smallest_detectable(tolerance=0.0, **common)  # type: ignore[arg-type]
+        _, gate, alone = detectable_sizes(
+            noise,
+            min(len(x) for x in sets),
+            len(stored[key].samples),
+            stored[key].better,
+            tolerance_for(metric, is_cuda, overrides),
+            stored[key].median,
+        )
         drifts.append(
             Drift(
                 case,

@@ -34,9 +34,12 @@ settings.load_profile("ci")
 """
 
 
-def project(pytester, body=PROPERTIES):
+def project(pytester, body=PROPERTIES, max_new_tokens=12):
     prompts = Path(__file__).parents[2] / "fixtures" / "prompts.jsonl"
-    pytester.makefile(".toml", pyproject=PYPROJECT.format(prompts=prompts))
+    pyproject = PYPROJECT.format(prompts=prompts).replace(
+        "property_max_new_tokens = 12", f"property_max_new_tokens = {max_new_tokens}"
+    )
+    pytester.makefile(".toml", pyproject=pyproject)
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_properties=body)
     return pytester
@@ -61,7 +64,8 @@ def test_a_broken_length_limit_is_caught_shrunk_and_reproducible(pytester):
         "        runner._kwargs['max_new_tokens'] += 1\n        measured = runner.measure()\n",
     )
     assert broken != PROPERTIES
-    result = project(pytester, broken).runpytest_subprocess(
+    # short examples: the failure is in every one, and shrinking runs many of them
+    result = project(pytester, broken, max_new_tokens=4).runpytest_subprocess(
         "--benchmark", "--perf-configs", "baseline"
     )
     result.assert_outcomes(failed=1)
