@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 FALSE_ALARM = ALPHA
 POWER = 0.95
 DEFAULT_TARGET_PCT = 3.0
+# python -m perf.calibrate: suggested tolerances are the worst unchanged shift seen x this.
+SUGGEST_MARGIN = 1.2
 SIMULATIONS = 2000
 # Throughput cannot fall by 100 %; a latency can grow without bound, searched up to 4x.
 MAX_SHIFT = {"higher": 0.99, "lower": 3.0}
@@ -401,7 +403,25 @@ class DriftSummary:
             f"{self.failed_sessions} of {self.sessions} sessions had a regressed verdict"
             f" ({alarms} verdicts over {len(self.drifts)} case-metric pairs).",
         ]
+        suggested = self.suggested_tolerances()
+        if suggested:
+            lines += [
+                "",
+                f"Tolerances that would have passed every one of these sessions, with a"
+                f" {SUGGEST_MARGIN:g}x margin over the worst shift seen (a floor, not a"
+                " recommendation: more sessions can only raise it):",
+                "[tool.genperf.tolerance]",
+                *(f"{metric} = {pct:g}" for metric, pct in suggested.items()),
+            ]
         return lines
+
+    def suggested_tolerances(self) -> dict[str, float]:
+        """Per metric: the worst worse-direction shift over cases and sessions, x the margin,
+        rounded up to a whole percent."""
+        worst: dict[str, float] = {}
+        for d in self.drifts:
+            worst[d.metric] = max(worst.get(d.metric, 0.0), d.worst_pct)
+        return {m: float(math.ceil(w * SUGGEST_MARGIN)) for m, w in worst.items() if w > 0}
 
 
 class _Loads(Protocol):

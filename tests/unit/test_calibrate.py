@@ -173,6 +173,9 @@ def test_session_drift_measures_each_sessions_shift_and_counts_false_alarms(stor
     wider = session_drift(sessions, store, is_cuda=False, overrides={TPS: 25})
     assert wider.failed_sessions == 0
     assert "1 of 3 sessions had a regressed verdict" in "\n".join(summary.lines())
+    # the worst shift, 20 %, x 1.2: the tolerance that would have passed all three
+    assert summary.suggested_tolerances() == {TPS: 24.0}
+    assert f"{TPS} = 24" in summary.lines()
 
 
 def test_the_drift_command_reads_reports_and_baselines(store, tmp_path, capsys):
