@@ -65,6 +65,13 @@ METRICS: Mapping[str, MetricSpec] = {
             "peak RSS during generate minus RSS before this config's model was loaded",
         ),
         MetricSpec(
+            "load_rss_delta_mib",
+            "MiB",
+            "lower",
+            "RSS after loading this config's model (its temporaries freed) minus RSS before:"
+            " the model's host memory, before any generate",
+        ),
+        MetricSpec(
             "peak_gpu_memory_mib",
             "MiB",
             "lower",

@@ -105,6 +105,7 @@ class PerfSession:
         self._fingerprint: Fingerprint | None = None
         self._started = False
         self._rss_before_load_mib: float | None = None
+        self._load_growth_mib: float | None = None  # CPU: RSS growth from loading the model
         self._process_warm = False
         self._references: dict[str, ReferenceOutput] = {}
         self.soak_results: list[SoakResult] = []
@@ -165,7 +166,12 @@ class PerfSession:
             self._load_errors[config.name] = exc
             raise
         self._loaded_for = config
-        trim_host_memory()  # loading's temporaries (e.g. float weights before quantization)
+        after = trim_host_memory()  # loading's temporaries (e.g. float weights before quantization)
+        self._load_growth_mib = (
+            None
+            if self.device.is_cuda or self._rss_before_load_mib is None
+            else after - self._rss_before_load_mib
+        )
         return self._loaded
 
     def _warm_process(self) -> None:
@@ -299,6 +305,12 @@ class PerfSession:
             plain_e2e_ms=plain_ms,
             details=loaded.details,
         )
+        if self._load_growth_mib is not None:
+            # One reading per loaded model, repeated per round so it compares like any metric.
+            growth = MetricSamples.of("load_rss_delta_mib", (self._load_growth_mib,) * len(kept))
+            result = dataclasses.replace(
+                result, metrics={**result.metrics, "load_rss_delta_mib": growth}
+            )
         parity, note = self._parity(case, runner)
         result = self._against_reference(result, case, parity, note)
         result = self._against_baseline(result, case)

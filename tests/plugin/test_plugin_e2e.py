@@ -86,6 +86,10 @@ def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monk
         metric = greedy["metrics"][name]
         assert len(metric["samples"]) == 2 and metric["unit"]
     assert greedy["output_lengths"] == [[6], [6]]
+    # the loaded model's own RSS (one reading per load, repeated per round): the tiny model's
+    # float32 weights are 12 MiB
+    load = greedy["metrics"]["load_rss_delta_mib"]["samples"]
+    assert len(set(load)) == 1 and 4 < load[0] < 200
     assert (
         by_workload["sampled-b3"]["stop_reasons"]["max_new_tokens"]
         + by_workload["sampled-b3"]["stop_reasons"]["eos"]
