@@ -87,12 +87,18 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
 
     slow, slowed = run(pytester, tmp_path, "r3", "--perf-inject-slowdown", "1.5")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED
-    assert slowed["verdicts"]["output_tokens_per_s"] == "regressed"
+    # 2.5x the time per step: every timing metric is far beyond its tolerance; which of them the
+    # test also finds significant depends on how quiet the machine is (a busy neighbour spreads
+    # the rounds), so the assertion is that the slowdown is caught, by at least one of them.
+    timing = ("output_tokens_per_s", "e2e_latency_ms", "tpot_ms")
+    caught = [m for m in timing if slowed["verdicts"][m] == "regressed"]
+    assert caught, slowed["verdicts"]
+    assert all(slowed["verdicts"][m] in ("regressed", "inconclusive") for m in timing)
     assert slowed["verdicts"]["output_length_tokens"] == "pass"  # same tokens, only slower
     slow.stdout.fnmatch_lines(
         [
             "*PerformanceRegression: baseline-greedy-b2: regression against the stored baseline:"
-            " output_tokens_per_s: regressed: baseline * -> current * tok/s (-*%, tolerance 35%,"
+            " *: regressed: baseline * -> current * (*%, tolerance *%,"
             " one-sided Mann-Whitney p = *",
             f"*baseline: {file}; if the change is intended, re-baseline with*",
         ]

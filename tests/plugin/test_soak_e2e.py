@@ -50,7 +50,10 @@ def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
     clean.stdout.fnmatch_lines(["*genperf soak*", "baseline: * generates in 0.5 min*: pass"])
     (soak,) = json.loads((tmp_path / "clean" / "soak.json").read_text())["soaks"]
     assert soak["iterations"] >= 20 and soak["failures"] == []
-    assert abs(soak["leak_mib_per_hour"]) < 100
+    # A clean run's RSS moves in allocator steps (seen: one +6.7 MiB step in 30 s, a slope of
+    # +1351 MiB/h over so short a window): the verdict passes because it grew under 16 MiB.
+    samples = soak["samples"][len(soak["samples"]) // 5 :]
+    assert samples[-1]["memory_mib"] - samples[0]["memory_mib"] < 16
     assert (tmp_path / "clean" / "soak-baseline.png").read_bytes()[:4] == b"\x89PNG"
 
     leaky = project.runpytest_subprocess(
