@@ -44,7 +44,9 @@ CUDA_TOLERANCES: Mapping[str, Tolerance] = {
 CPU_TOLERANCES: Mapping[str, Tolerance] = {
     "throughput": Tolerance(35.0),
     "latency": Tolerance(35.0),
-    "memory": Tolerance(10.0, floor=64.0),
+    # 40 %: four clean unchanged sessions moved int8/int4 peak RSS growth by up to +33.0 %
+    # against the committed baselines (the allocator's high-water mark, docs/regressions.md).
+    "memory": Tolerance(40.0, floor=64.0),
 }
 
 
