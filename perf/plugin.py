@@ -76,44 +76,29 @@ def parse_tolerance_option(value: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def parse_fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0 <= number <= 10:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be in [0, 10] (0.5 = 50% slower)")
-    return number
+def _number_parser(
+    what: str, ok: Callable[[float], bool], rule: str, strip: str = ""
+) -> Callable[[str], float]:
+    """An argparse ``type``: a float that ``ok`` accepts, else an error naming ``rule``."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value.rstrip(strip) if strip else value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+        if not ok(number):
+            raise argparse.ArgumentTypeError(f"{value!r}: must be {rule}")
+        return number
+
+    return parse
 
 
-def parse_mib(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of MiB") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be >= 0 MiB")
-    return number
-
-
-def parse_minutes(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of minutes") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be > 0 minutes")
-    return number
-
-
-def parse_target_pct(value: str) -> float:
-    try:
-        number = float(value.rstrip("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a percentage") from None
-    if not 0 < number < 100:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be between 0 and 100 (percent)")
-    return number
+parse_fraction = _number_parser("a number", lambda x: 0 <= x <= 10, "in [0, 10] (0.5 = 50% slower)")
+parse_mib = _number_parser("a number of MiB", lambda x: x >= 0, ">= 0 MiB")
+parse_minutes = _number_parser("a number of minutes", lambda x: x > 0, "> 0 minutes")
+parse_target_pct = _number_parser(
+    "a percentage", lambda x: 0 < x < 100, "between 0 and 100 (percent)", strip="%"
+)
 
 
 # ci / dev / nightly, for --hypothesis-profile (registered, not loaded: see perf/strategies.py)

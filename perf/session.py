@@ -322,19 +322,34 @@ class PerfSession:
         return BaselineStore(self.settings.baselines, self.environment)
 
     def _against_baseline(self, result: BenchmarkResult, case: Case) -> BenchmarkResult:
-        """Save the result as the baseline (``--perf-save-baseline``) or judge it against it."""
+        """Save the result as the baseline (``--perf-save-baseline``) or judge it against it.
+
+        The stored baseline is read once; ``--perf-calibrate`` plans against its rounds when it
+        is usable, else as this session's rounds on both sides.
+        """
         store = self.store
+        baseline, error = None, None
+        if not self.options.save_baseline:
+            try:
+                baseline = store.load(result.model, result.config, result.workload)
+            except BaselineError as exc:
+                error = str(exc)
         if self.options.calibrate:
-            result = self._calibrated(result, store)
+            calibration = calibrate_result(
+                result.metrics,
+                None if baseline is None else baseline.metrics,
+                is_cuda=self.device.is_cuda,
+                overrides=self.settings.tolerances,
+                target_pct=self.options.calibrate_target_pct,
+            )
+            result = dataclasses.replace(result, calibration=calibration)
         if self.options.save_baseline:
             path = store.save(result, self._baseline_run(case))
             return dataclasses.replace(
                 result, baseline_file=str(path), baseline_note="saved as the new baseline"
             )
-        try:
-            baseline = store.load(result.model, result.config, result.workload)
-        except BaselineError as exc:
-            return dataclasses.replace(result, baseline_error=str(exc))
+        if error is not None:
+            return dataclasses.replace(result, baseline_error=error)
         if baseline is None:
             path = store.path(result.model, result.config, result.workload)
             verdicts = {
@@ -358,26 +373,6 @@ class PerfSession:
             overrides=self.settings.tolerances,
         )
         return dataclasses.replace(result, verdicts=verdicts, baseline_file=str(baseline.path))
-
-    def _calibrated(self, result: BenchmarkResult, store: BaselineStore) -> BenchmarkResult:
-        """Attach the calibration: planned against the stored baseline's rounds when there is
-        one (and it is usable), else as this session's rounds on both sides."""
-        try:
-            baseline = (
-                None
-                if self.options.save_baseline
-                else store.load(result.model, result.config, result.workload)
-            )
-        except BaselineError:
-            baseline = None  # the comparison below reports it
-        calibration = calibrate_result(
-            result.metrics,
-            None if baseline is None else baseline.metrics,
-            is_cuda=self.device.is_cuda,
-            overrides=self.settings.tolerances,
-            target_pct=self.options.calibrate_target_pct,
-        )
-        return dataclasses.replace(result, calibration=calibration)
 
     def _baseline_run(self, case: Case) -> dict[str, object]:
         return {
