@@ -105,8 +105,8 @@ class MemoryPrediction:
     activations_mib: float
     bound_mib: float  # (weights + KV + activations) x factor, plus at least the floor
     # What generate itself adds on top of the loaded model: (KV + activations) x factor, plus at
-    # least the floor. The CPU check uses it: RSS also holds every library the config imported
-    # (DeepSpeed: ~150 MiB measured), which no model formula predicts.
+    # least the floor. The CPU check compares it with the tensor peak of the call
+    # (perf.trackers.memory.host_tensor_peak): the weights were allocated before it.
     generation_bound_mib: float
 
     def to_dict(self) -> dict[str, float]:
@@ -120,13 +120,22 @@ class MemoryPrediction:
 
 
 def predict_peak(
-    shape: ModelShape, *, batch: int, prompt_tokens: int, new_tokens: int
+    shape: ModelShape,
+    *,
+    batch: int,
+    prompt_tokens: int,
+    new_tokens: int,
+    kept_logits: bool = False,
 ) -> MemoryPrediction:
     """The bounds a generate call's peak memory must stay under: with the weights (a device
-    allocator's peak), and generate's own growth over the loaded model (host RSS)."""
+    allocator's peak), and generate's own growth over the loaded model (the CPU tensor peak).
+    ``kept_logits``: generate was asked for ``output_logits``, which keeps every step's
+    batch x vocab float32 logits to the end."""
     weights = shape.weight_bytes / MIB
     kv = kv_cache_bytes(shape, batch=batch, tokens=prompt_tokens + new_tokens) / MIB
     activations = activation_bytes(shape, batch=batch, prompt_tokens=prompt_tokens) / MIB
+    if kept_logits:
+        activations += new_tokens * batch * shape.vocab * 4 / MIB
 
     def with_overhead(mib: float) -> float:
         return max(mib * OVERHEAD_FACTOR, mib + OVERHEAD_FLOOR_MIB)

@@ -540,18 +540,23 @@ class PerfSession:
         }
 
     def history_entry(self) -> Entry:
-        """This session's medians, for ``--perf-history``."""
+        """This session's medians, for ``--perf-history``: each benchmark case's, and each
+        soak's (case ``<config>-soak``)."""
         medians = {
             r.case_id: {name: m.median for name, m in r.metrics.items()}
             for r in self.results
             if r.metrics and r.skipped is None and r.error is None
         }
+        for soak in self.soak_results:
+            if soak.samples and soak.error is None and not soak.interrupted:
+                medians[f"{soak.config}-soak"] = soak.history_medians()
         env = self.environment
         return entry_now(
             medians,
             hardware=env.slug,
             software=env.software,
             git_commit=git_commit(Path.cwd()),
+            kind="soak" if self.soak_results and not self.results else "benchmark",
         )
 
     def run_description(self) -> dict[str, object]:

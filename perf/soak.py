@@ -91,6 +91,21 @@ class SoakResult:
             "samples": [vars(s) for s in self.samples],
         }
 
+    def history_medians(self) -> dict[str, float]:
+        """What ``--perf-history`` keeps of a soak: the probe's median tokens/s (comparable
+        from night to night), the memory slope, the drift, the median memory."""
+        probe = [s.tokens_per_s for s in self.samples if s.probe]
+        out = {}
+        if probe:
+            out["output_tokens_per_s"] = statistics.median(probe)
+        if self.samples:
+            out["soak_memory_mib"] = statistics.median(s.memory_mib for s in self.samples)
+        if self.leak_mib_per_hour is not None:
+            out["soak_memory_slope_mib_per_h"] = self.leak_mib_per_hour
+        if self.drift_pct is not None:
+            out["soak_drift_pct"] = self.drift_pct
+        return out
+
     def summary(self) -> str:
         slope = "n/a" if self.leak_mib_per_hour is None else f"{self.leak_mib_per_hour:+.1f}"
         drift = "n/a" if self.drift_pct is None else f"{self.drift_pct:+.1f}%"

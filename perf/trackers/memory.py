@@ -169,6 +169,50 @@ def trim_host_memory() -> float:
     return float(psutil.Process().memory_info().rss) / MIB
 
 
+@dataclass
+class TensorPeak:
+    """Filled in when the ``host_tensor_peak()`` block ends."""
+
+    peak_mib: float | None = None  # None: the profiler recorded no CPU memory events
+    events: int = 0
+
+
+@contextlib.contextmanager
+def host_tensor_peak() -> Iterator[TensorPeak]:
+    """The peak of live CPU tensor bytes inside the block, above the level at its start.
+
+    The CPU counterpart of ``torch.cuda.max_memory_allocated``: torch's profiler records every
+    CPU tensor allocation and free (``profile_memory=True``) in order, and the peak is the
+    largest running sum. Unlike RSS it does not depend on what the allocator kept from earlier
+    calls (glibc keeps freed pages, so RSS growth of the same call varied 300-400 MiB: docs/
+    properties.md), and it counts what a memory formula can predict: tensors. Buffers a library
+    allocates outside torch (oneDNN scratchpads) are not seen. The profiler slows every op, so
+    time nothing inside the block.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    result = TensorPeak()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        yield result
+    host = (DeviceType.CPU, DeviceType.MKLDNN, DeviceType.IDEEP)
+    records = prof.profiler.kineto_results
+    events = sorted(  # stable: events of the same nanosecond keep their recorded order
+        (
+            (e.start_ns(), e.nbytes())
+            for e in (records.events() if records is not None else ())
+            if e.name() == "[memory]" and e.device_type() in host
+        ),
+        key=lambda event: event[0],
+    )
+    level = peak = 0
+    for _, nbytes in events:
+        level += nbytes
+        peak = max(peak, level)
+    result.events = len(events)
+    result.peak_mib = peak / MIB if events else None
+
+
 @dataclass(frozen=True)
 class MemoryResult:
     source: str  # nvml-process | nvml-device | torch.cuda | psutil-rss

@@ -1,6 +1,6 @@
 """The soak for real on the tiny model, through pytester: skipped without --soak; a half-minute
-soak passes and writes soak.json and its chart; a planted leak (tensors kept every step) fails
-it with the slope; the options are validated."""
+soak passes and writes soak.json, its chart and a history entry; a planted leak (tensors kept
+every step) fails it with the slope; the options are validated."""
 
 import json
 from pathlib import Path
@@ -43,8 +43,15 @@ def test_soak_skips_without_the_flag(project):
 
 
 def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
+    history = tmp_path / "history.jsonl"
     clean = project.runpytest_subprocess(
-        "--soak", "--soak-minutes", "0.5", "--perf-report", str(tmp_path / "clean")
+        "--soak",
+        "--soak-minutes",
+        "0.5",
+        "--perf-report",
+        str(tmp_path / "clean"),
+        "--perf-history",
+        str(history),
     )
     clean.assert_outcomes(passed=1)
     clean.stdout.fnmatch_lines(["*genperf soak*", "baseline: * generates in 0.5 min*: pass"])
@@ -55,6 +62,13 @@ def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
     samples = soak["samples"][len(soak["samples"]) // 5 :]
     assert samples[-1]["memory_mib"] - samples[0]["memory_mib"] < 16
     assert (tmp_path / "clean" / "soak-baseline.png").read_bytes()[:4] == b"\x89PNG"
+    # the soak's medians join the history, where change points are looked for night to night
+    (entry,) = [json.loads(line) for line in history.read_text().splitlines()]
+    assert entry["kind"] == "soak"
+    kept = entry["medians"]["baseline-soak"]
+    probe = [x["tokens_per_s"] for x in soak["samples"] if x["probe"]]
+    assert min(probe) <= kept["output_tokens_per_s"] <= max(probe)
+    assert kept["soak_memory_slope_mib_per_h"] == pytest.approx(soak["leak_mib_per_hour"], abs=1e-3)
 
     leaky = project.runpytest_subprocess(
         "--soak",

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from perf.device import DeviceInfo
-from perf.trackers.memory import MIB, MemoryTracker, NvmlProbe, PeakSampler
+from perf.trackers.memory import MIB, MemoryTracker, NvmlProbe, PeakSampler, host_tensor_peak
 
 
 class FakeNvml:
@@ -116,6 +116,21 @@ def test_rss_tracker_sees_a_real_allocation():
     assert result.peak_rss_mib >= before_mib + 190
     assert result.sample_count >= 2
     del block
+
+
+def test_host_tensor_peak_is_the_largest_live_sum_not_the_total():
+    import torch
+
+    kept = torch.ones(4 * MIB, dtype=torch.uint8)  # allocated before: not counted
+    with host_tensor_peak() as peak:
+        a = torch.ones(16 * MIB, dtype=torch.uint8)
+        b = torch.ones(8 * MIB, dtype=torch.uint8)
+        del a, b  # live peak 24 MiB here
+        c = torch.ones(20 * MIB, dtype=torch.uint8)  # total allocated 44 MiB, live 20
+        del kept  # frees below the starting level do not raise the peak
+    assert peak.events >= 4
+    assert 24 <= peak.peak_mib < 25
+    del c
 
 
 @pytest.mark.parametrize("index", [0, 3])

@@ -155,3 +155,6 @@ def test_memory_model_arithmetic_on_smollm2_shape():
     assert p.kv_cache_mib == pytest.approx(32.2, abs=0.1)
     total = p.weights_mib + p.kv_cache_mib + p.activations_mib
     assert p.bound_mib == pytest.approx(max(total * 1.10, total + 64))
+    # output_logits keeps each step's batch x vocab float32 logits: 32 x 49152 x 4 B = 6 MiB
+    kept = predict_peak(SHAPE, batch=1, prompt_tokens=700, new_tokens=32, kept_logits=True)
+    assert kept.activations_mib - p.activations_mib == pytest.approx(6.0)
