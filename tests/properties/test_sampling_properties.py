@@ -7,6 +7,7 @@ model's context length and the runner's memory; each example is a real generate 
 printed with Hypothesis's reproduction blob. docs/properties.md explains each bound.
 """
 
+import contextlib
 import math
 
 import psutil
@@ -16,7 +17,7 @@ from hypothesis import given, note
 from perf.config import SamplingParams
 from perf.memory_model import ModelShape, predict_peak
 from perf.strategies import generation_cases
-from perf.trackers.memory import host_tensor_peak, trim_host_memory
+from perf.trackers.memory import TensorPeak, host_tensor_peak, trim_host_memory
 from perf.workload import render
 
 CLIFF_ATTEMPTS = 3
@@ -80,7 +81,8 @@ def test_generation_properties(perf_config, perf_session):
         # 2. finite logits at every step, and the same seed reproduces the same output. On the
         # CPU this call's tensor peak is property 4's measurement (the profiler slows every op,
         # so it cannot ride on the timed call; same seed, same work).
-        with host_tensor_peak() as tensor_peak:
+        on_cuda = perf_session.device.is_cuda
+        with contextlib.nullcontext(TensorPeak()) if on_cuda else host_tensor_peak() as tensor_peak:
             sequences, logits = runner.outputs()
         for step, scores in enumerate(logits):
             assert bool(scores.isfinite().all()), f"non-finite logits at step {step}"
@@ -123,26 +125,20 @@ def test_generation_properties(perf_config, perf_session):
         memory = measured.memory
         if memory.peak_rss_mib is not None:
             note(f"RSS growth during generate {memory.peak_rss_mib - rss_before:.1f} MiB")
+        prediction = predict_peak(
+            shape,
+            batch=case.batch_size,
+            prompt_tokens=runner.batch.padded_length,
+            new_tokens=params.max_new_tokens,
+            kept_logits=not on_cuda,  # the CPU measures the logits call
+        )
         if memory.torch_peak_allocated_mib is not None:
-            prediction = predict_peak(
-                shape,
-                batch=case.batch_size,
-                prompt_tokens=runner.batch.padded_length,
-                new_tokens=params.max_new_tokens,
-            )
             measured_mib, bound, what = (
                 memory.torch_peak_allocated_mib,
                 prediction.bound_mib,
                 "torch peak allocated",
             )
-        elif tensor_peak.peak_mib is not None and not perf_session.device.is_cuda:
-            prediction = predict_peak(
-                shape,
-                batch=case.batch_size,
-                prompt_tokens=runner.batch.padded_length,
-                new_tokens=params.max_new_tokens,
-                kept_logits=True,
-            )
+        elif tensor_peak.peak_mib is not None:
             measured_mib, bound, what = (
                 tensor_peak.peak_mib,
                 prediction.generation_bound_mib,
