@@ -72,6 +72,13 @@ METRICS: Mapping[str, MetricSpec] = {
             " the model's host memory, before any generate",
         ),
         MetricSpec(
+            "load_gpu_allocated_mib",
+            "MiB",
+            "lower",
+            "CUDA: torch.cuda.memory_allocated after loading this config's model minus before:"
+            " the tensors the model keeps on the GPU, before any generate",
+        ),
+        MetricSpec(
             "peak_gpu_memory_mib",
             "MiB",
             "lower",

@@ -31,7 +31,7 @@ from perf.parity import ParityResult, TeacherForced, Tokens, compare, continuati
 from perf.result import BenchmarkResult, RoundMeasurement
 from perf.runner import Fault, GenerationRunner
 from perf.soak import SoakResult
-from perf.trackers.memory import NvmlProbe, pci_bus_id, trim_host_memory
+from perf.trackers.memory import NvmlProbe, cuda_allocated_mib, pci_bus_id, trim_host_memory
 from perf.workload import Prompt, load_prompts, prepare_batch, select_prompts
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class PerfSession:
         self._started = False
         self._rss_before_load_mib: float | None = None
         self._load_growth_mib: float | None = None  # CPU: RSS growth from loading the model
+        self._load_gpu_mib: float | None = None  # CUDA: tensors the loaded model keeps there
         self._process_warm = False
         self._references: dict[str, ReferenceOutput] = {}
         self.soak_results: list[SoakResult] = []
@@ -160,6 +161,7 @@ class PerfSession:
         self.start()
         self._warm_process()
         self._rss_before_load_mib = trim_host_memory()
+        gpu_before = cuda_allocated_mib(self.device)
         try:
             self._loaded = backends.load(self.options.model, config, self.device)
         except GenperfError as exc:
@@ -171,6 +173,10 @@ class PerfSession:
             None
             if self.device.is_cuda or self._rss_before_load_mib is None
             else after - self._rss_before_load_mib
+        )
+        gpu_after = cuda_allocated_mib(self.device)
+        self._load_gpu_mib = (
+            None if gpu_before is None or gpu_after is None else gpu_after - gpu_before
         )
         return self._loaded
 
@@ -305,12 +311,14 @@ class PerfSession:
             plain_e2e_ms=plain_ms,
             details=loaded.details,
         )
-        if self._load_growth_mib is not None:
-            # One reading per loaded model, repeated per round so it compares like any metric.
-            growth = MetricSamples.of("load_rss_delta_mib", (self._load_growth_mib,) * len(kept))
-            result = dataclasses.replace(
-                result, metrics={**result.metrics, "load_rss_delta_mib": growth}
-            )
+        # One reading per loaded model, repeated per round so it compares like any metric.
+        for name, value in (
+            ("load_rss_delta_mib", self._load_growth_mib),
+            ("load_gpu_allocated_mib", self._load_gpu_mib),
+        ):
+            if value is not None:
+                samples = MetricSamples.of(name, (value,) * len(kept))
+                result = dataclasses.replace(result, metrics={**result.metrics, name: samples})
         parity, note = self._parity(case, runner)
         result = self._against_reference(result, case, parity, note)
         result = self._against_baseline(result, case)

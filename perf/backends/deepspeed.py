@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 import time
+from collections.abc import Mapping
 
 from perf.backends import LoadedModel
 from perf.backends import hf as hf_backend
@@ -37,6 +39,28 @@ def available(config: RunConfig, device: DeviceInfo) -> str | None:
             f" (WORLD_SIZE is {world})"
         )
     return hf_backend.available(config, device)
+
+
+# What DeepSpeed's JIT op builder can parse in TORCH_CUDA_ARCH_LIST: "8.0", "9.0+PTX", never an
+# arch-specific suffix such as "9.0a" (it sorts the entries with int(); CUDA images built for
+# Hopper's wgmma set "9.0a", and the build then fails deep inside DeepSpeed with
+# "invalid literal for int() with base 10: '0a'" — seen on the H100 runner, 2026-11-25).
+_ARCH_ENTRY = re.compile(r"^\d+\.\d+(\+PTX)?$")
+
+
+def arch_list_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why DeepSpeed cannot build its injected kernels under this TORCH_CUDA_ARCH_LIST, or None."""
+    value = (os.environ if environ is None else environ).get("TORCH_CUDA_ARCH_LIST", "").strip()
+    entries = [e for e in value.replace(" ", ";").split(";") if e.strip()]
+    bad = [e for e in entries if not _ARCH_ENTRY.match(e.strip())]
+    if not bad:
+        return None
+    fixed = ";".join(dict.fromkeys(re.sub(r"[a-z]+$", "", e.strip()) for e in entries))
+    return (
+        f"TORCH_CUDA_ARCH_LIST={value!r} has {', '.join(repr(e) for e in bad)}, which DeepSpeed's"
+        f" kernel builder cannot parse (it wants entries like '9.0' or '9.0+PTX'); run with"
+        f" TORCH_CUDA_ARCH_LIST='{fixed}', or set kernel_inject = false for this config"
+    )
 
 
 def injection_layer(model: object) -> str | None:
@@ -86,6 +110,9 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
         raise ModelLoadError(reason)
     loaded = hf_backend.load(spec, config, device)
     inject, injection = decide_injection(config, device, loaded.model)
+    problem = arch_list_problem() if inject else None
+    if problem:
+        raise ModelLoadError(problem)
     started = time.perf_counter()
     engine = deepspeed.init_inference(
         loaded.model,

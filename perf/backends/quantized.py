@@ -123,7 +123,9 @@ def _load_torchao(bits: int) -> Loader:
 
         method: object
         if bits == 8:
-            method = Int8WeightOnlyConfig()
+            # version 2 (tensor subclasses): torchao 0.16 still defaults to version 1, which warns
+            # that it is deprecated (seen on the H100 runner's torch 2.11 + torchao 0.16).
+            method = Int8WeightOnlyConfig(version=2)
         else:
             # tinygemm's packed layout: the CUDA int4 kernel that needs no extra package.
             method = Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")

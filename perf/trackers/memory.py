@@ -118,7 +118,7 @@ class NvmlProbe:
 
                 nvml = nvml_module
             nvml.nvmlInit()
-            handle = nvml.nvmlDeviceGetHandleByPciBusId_v2(bus_id)
+            handle = nvml.nvmlDeviceGetHandleByPciBusId(bus_id)
             used = nvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
         except Exception as exc:  # ImportError, NVMLError_*: memory falls back to torch.cuda
             return None, f"NVML unavailable ({type(exc).__name__}: {exc})"
@@ -145,6 +145,24 @@ class NvmlProbe:
         if self.process_used_mib() is not None:
             return lambda: self.process_used_mib() or 0.0, "nvml-process"
         return lambda: self.device_used_mib() - self.used_before_load_mib, "nvml-device"
+
+
+def cuda_allocated_mib(device: DeviceInfo) -> float | None:
+    """The tensors this process holds on ``device`` (MiB), after collecting garbage; None on CPU.
+
+    Read before and after a model loads: the difference is what the loaded model keeps on the
+    GPU (weights, buffers), without loading's freed temporaries or the allocator's cache, which
+    NVML and ``max_memory_reserved`` both include.
+    """
+    if not device.is_cuda:
+        return None
+    import gc
+
+    import torch
+
+    gc.collect()
+    torch.cuda.synchronize(device.name)
+    return float(torch.cuda.memory_allocated(device.name)) / MIB
 
 
 def trim_host_memory() -> float:

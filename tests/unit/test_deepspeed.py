@@ -109,3 +109,15 @@ def test_init_inference_reproduces_baseline_greedy_tokens(tiny_loaded):
     assert outputs[0] == outputs[1]  # padded batch, fp32, no kernel injection: identical tokens
     measured = ours.measure()
     assert measured.lengths.total_tokens == 30 and measured.e2e_ms > 0
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("", False), ("8.0;9.0", False), ("8.0 9.0+PTX", False), ("9.0a", True), ("8.0;9.0a", True)],
+)
+def test_arch_lists_deepspeed_cannot_parse_are_named_with_the_fix(value, problem):
+    reason = ds_backend.arch_list_problem({"TORCH_CUDA_ARCH_LIST": value})
+    assert (reason is not None) == problem
+    if problem:
+        assert "TORCH_CUDA_ARCH_LIST" in reason and "kernel_inject = false" in reason
+        assert "'9.0'" in reason or "'8.0;9.0'" in reason

@@ -27,7 +27,7 @@ class FakeNvml:
         if self.fail_init:
             raise self.NVMLError("Driver Not Loaded")
 
-    def nvmlDeviceGetHandleByPciBusId_v2(self, bus_id):
+    def nvmlDeviceGetHandleByPciBusId(self, bus_id):
         self.asked_bus_ids.append(bus_id)
         if bus_id != self.bus_id:
             raise self.NVMLError("Not Found")
@@ -41,6 +41,21 @@ class FakeNvml:
         if self.processes is None:
             raise self.NVMLError("Not Supported")
         return self.processes
+
+
+def test_the_fake_speaks_the_real_pynvml_api():
+    """Every NVML call the fake answers exists in nvidia-ml-py under that name.
+
+    The fake once answered ``nvmlDeviceGetHandleByPciBusId_v2``, a C symbol that pynvml does not
+    export; the unit tests passed while every real GPU run fell back to torch.cuda (found on an
+    H100, 2026-11-25). This pins the fake to the installed module.
+    """
+    import pynvml
+
+    calls = [name for name in vars(FakeNvml) if name.startswith("nvml")]
+    assert calls, "the fake defines no NVML calls"
+    missing = [name for name in calls if not callable(getattr(pynvml, name, None))]
+    assert missing == [], f"pynvml has no {missing}"
 
 
 def test_probe_reads_the_level_before_load_on_the_device_named_by_bus_id():
