@@ -4,7 +4,8 @@ On the CPU DeepSpeed selects its CPU accelerator and runs without kernel injecti
 kernels raise "This op had not been implemented on CPU backend" there, so such a config skips with
 that reason). On CUDA, ``kernel_inject = true`` asks for DeepSpeed's fused inference kernels;
 ``"auto"`` uses them where DeepSpeed has an injection policy for the model's decoder layers and
-runs without them otherwise (and always on the CPU); the report says which happened.
+its fused attention fits the model (not grouped-query attention), and runs without them
+otherwise (and always on the CPU); the report says which happened.
 Tensor parallelism beyond one GPU needs the ``deepspeed`` launcher, which sets ``WORLD_SIZE``.
 """
 
@@ -98,7 +99,29 @@ def decide_injection(config: RunConfig, device: DeviceInfo, model: object) -> tu
     layer = injection_layer(model)
     if layer is None:
         return False, "kernel injection off (auto: DeepSpeed has no policy for this model)"
+    grouped = grouped_query_attention(model)
+    if grouped:
+        return False, f"kernel injection off (auto: {grouped})"
     return True, f"kernel injection on (auto: DeepSpeed policy for {layer})"
+
+
+def grouped_query_attention(model: object) -> str | None:
+    """Why DeepSpeed's injected attention cannot take this model, or None.
+
+    Its fused attention merges q, k and v into one matrix of three equal parts; a model with
+    fewer key/value heads than query heads (grouped-query attention: Llama 3, SmolLM2) fails
+    inside init_inference with "Merging tensors is not allowed here!" (DeepSpeed issue 7282,
+    open; reproduced with SmolLM2-135M on an H100, 2026-11-25).
+    """
+    config = getattr(model, "config", None)
+    heads = getattr(config, "num_attention_heads", None)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    if heads is None or kv_heads == heads:
+        return None
+    return (
+        f"grouped-query attention, {heads} query / {kv_heads} key-value heads, which"
+        " DeepSpeed's injected kernels do not support (DeepSpeed issue 7282)"
+    )
 
 
 def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
@@ -110,7 +133,7 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
         raise ModelLoadError(reason)
     loaded = hf_backend.load(spec, config, device)
     inject, injection = decide_injection(config, device, loaded.model)
-    problem = arch_list_problem() if inject else None
+    problem = (arch_list_problem() or grouped_query_attention(loaded.model)) if inject else None
     if problem:
         raise ModelLoadError(problem)
     started = time.perf_counter()

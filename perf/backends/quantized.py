@@ -127,8 +127,12 @@ def _load_torchao(bits: int) -> Loader:
             # that it is deprecated (seen on the H100 runner's torch 2.11 + torchao 0.16).
             method = Int8WeightOnlyConfig(version=2)
         else:
-            # tinygemm's packed layout: the CUDA int4 kernel that needs no extra package.
-            method = Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
+            # tinygemm's packed layout: the CUDA int4 kernel that needs no extra package. Group
+            # 64, not torchao's 128: a layer whose input size is not a multiple of the group is
+            # skipped, and 128 left 180 of SmolLM2-135M's 210 linear layers in bf16 (hidden size
+            # 576 = 4.5 x 128; docs/decisions.md). 64 divides the hidden sizes of the common
+            # small models, and is bitsandbytes NF4's block size, the CPU int4.
+            method = Int4WeightOnlyConfig(group_size=64, int4_packing_format="tile_packed_to_4d")
         return hf_backend.load_pretrained(
             spec,
             config,
@@ -172,7 +176,7 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "int4-torchao",
-            "torchao Int4WeightOnlyConfig (tinygemm layout, group 128) via TorchAoConfig",
+            "torchao Int4WeightOnlyConfig (tinygemm layout, group 64) via TorchAoConfig",
             _torchao_int4_reason,
             _load_torchao(4),
             needs_dtype="bfloat16",
@@ -226,6 +230,31 @@ def available(config: RunConfig, device: DeviceInfo) -> str | None:
     return hf_backend.available(config, device)
 
 
+def unquantized_linears(model: torch.nn.Module) -> tuple[list[str], int]:
+    """The linear layers a method left in floating point, and how many linear layers there are.
+
+    Methods skip layers silently: torchao's int4 skips every layer whose input size is not a
+    multiple of its group size (logged at INFO), so group 128 on SmolLM2-135M (hidden size 576)
+    quantized only the 30 down-projections of 210 layers (measured on an H100, 2026-11-25). A
+    quantized weight is a tensor subclass (torchao), a bitsandbytes parameter type, or a module
+    that is no ``nn.Linear`` at all (torch's dynamic int8). ``lm_head`` is left out: the methods
+    keep it in floating point by design (it is tied to the embeddings in most small models).
+    """
+    import torch
+
+    plain = (torch.Tensor, torch.nn.Parameter)
+    total, left = 0, []
+    for name, module in model.named_modules():
+        # Linear, Linear8bitLt, Linear4bit, the dynamic quantized Linear; not its PackedParams
+        if "lm_head" in name.split(".") or not type(module).__name__.endswith("Linear"):
+            continue
+        total += 1
+        weight = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear) and type(weight) in plain:
+            left.append(name)
+    return left, total
+
+
 def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     import torch
 
@@ -237,5 +266,16 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     tokenizer = hf_backend.load_tokenizer(spec)
     model = method.load(spec, config, getattr(torch, dtype_name), device)
     alias = f"{config.quantization} -> " if config.quantization != method.name else ""
-    details = f"{alias}{method.name}: {method.description}"
+    left, total = unquantized_linears(model)
+    if total and len(left) == total:
+        raise ModelLoadError(
+            f"{method.name} quantized none of the model's {total} linear layers (e.g. {left[0]});"
+            " the config would measure the unquantized model under a quantized name"
+        )
+    coverage = f"{total - len(left)}/{total} linear layers quantized"
+    if left:
+        coverage += (
+            f" (kept in {dtype_name}: {', '.join(left[:3])}{', ...' if len(left) > 3 else ''})"
+        )
+    details = f"{alias}{method.name}: {method.description}; {coverage}"
     return hf_backend.finish(model, tokenizer, spec, config, device, dtype_name, started, details)

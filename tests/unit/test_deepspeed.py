@@ -71,7 +71,16 @@ def test_auto_injection_follows_device_and_deepspeeds_policies(tiny_loaded):
         "kernel injection off (auto: CUDA only)",
     )
     assert ds_backend.injection_layer(tiny_loaded.model) == "LlamaDecoderLayer"
+    # The tiny model has grouped-query attention (4 query / 2 key-value heads), like SmolLM2:
     inject, why = ds_backend.decide_injection(auto, cuda, tiny_loaded.model)
+    assert not inject and "grouped-query attention, 4 query / 2 key-value heads" in why
+    config = tiny_loaded.model.config
+    saved = config.num_key_value_heads
+    config.num_key_value_heads = config.num_attention_heads
+    try:
+        inject, why = ds_backend.decide_injection(auto, cuda, tiny_loaded.model)
+    finally:
+        config.num_key_value_heads = saved
     assert inject and "policy for LlamaDecoderLayer" in why
     inject, why = ds_backend.decide_injection(
         auto, cuda, torch.nn.Sequential(torch.nn.Linear(2, 2))

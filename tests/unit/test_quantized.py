@@ -210,3 +210,26 @@ def test_real_quantized_generation_on_the_tiny_model(tiny_loaded, name, layer_ty
     measured = runner_for(loaded, workload).measure()
     assert measured.lengths.lengths == (6, 6)
     assert measured.memory.peak_rss_mib > 0
+
+
+def test_layers_a_method_skipped_are_counted_and_named():
+    import torch
+
+    from perf.backends.quantized import unquantized_linears
+
+    class Quantized(torch.Tensor):  # what torchao's tensor subclasses look like to the count
+        pass
+
+    model = torch.nn.Module()
+    model.q_proj = torch.nn.Linear(4, 4)
+    model.down_proj = torch.nn.Linear(4, 4)
+    model.lm_head = torch.nn.Linear(4, 4)  # kept in float by design: not counted
+    model.down_proj.weight = torch.nn.Parameter(
+        torch.zeros(4, 4).as_subclass(Quantized), requires_grad=False
+    )
+    assert unquantized_linears(model) == (["q_proj"], 2)
+    class DynamicQuantizedLinear(torch.nn.Module):  # torch's dynamic int8: no nn.Linear left
+        pass
+
+    model.q_proj = DynamicQuantizedLinear()
+    assert unquantized_linears(model) == ([], 2)
