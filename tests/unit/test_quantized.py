@@ -228,6 +228,7 @@ def test_layers_a_method_skipped_are_counted_and_named():
         torch.zeros(4, 4).as_subclass(Quantized), requires_grad=False
     )
     assert unquantized_linears(model) == (["q_proj"], 2)
+
     class DynamicQuantizedLinear(torch.nn.Module):  # torch's dynamic int8: no nn.Linear left
         pass
 
