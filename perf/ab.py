@@ -349,14 +349,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--pairs {args.pairs}: at least 7, or the signed-rank test can never reach"
             f" p < {ALPHA} (its smallest one-sided p with n pairs is 2^-n)"
         )
+    from perf.config import parse_name_list, parse_tolerance
+
     tolerances = {m: args.tolerance or t for m, t in AB_TOLERANCES.items()}
-    for item in args.metric_tolerance:
-        name, _, pct = item.partition("=")
-        if name not in AB_METRICS or not pct:
-            parser.error(f"--metric-tolerance {item!r}: use METRIC=PCT with METRIC in {AB_METRICS}")
-        tolerances[name] = float(pct)
+    try:
+        workloads = parse_name_list(args.workloads)
+        for item in args.metric_tolerance:
+            name, pct = parse_tolerance(item)
+            if name not in AB_METRICS:
+                raise ValueError(f"--metric-tolerance {item!r}: METRIC is one of {AB_METRICS}")
+            tolerances[name] = pct
+    except ValueError as exc:
+        parser.error(str(exc))
     results = []
-    for workload in [w for w in args.workloads.split(",") if w]:
+    for workload in workloads:
         print(f"A/B {args.config} {workload}: {args.pairs} pairs", file=sys.stderr, flush=True)
         results.append(run_workload(args, workload, tolerances))
     table = render(results)
