@@ -86,6 +86,13 @@ METRICS: Mapping[str, MetricSpec] = {
         ),
         MetricSpec("torch_peak_allocated_mib", "MiB", "lower", "torch.cuda.max_memory_allocated"),
         MetricSpec("torch_peak_reserved_mib", "MiB", "lower", "torch.cuda.max_memory_reserved"),
+        MetricSpec(
+            "runner_probe_ms",
+            "ms",
+            "lower",
+            "the runner-speed probe (a fixed NumPy matrix-vector product, not the software under"
+            " test) timed before and after the round, geometric mean: the machine's speed",
+        ),
     )
 }
 

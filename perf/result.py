@@ -15,6 +15,7 @@ from perf.metrics import MetricSamples, SampleStats
 from perf.parity import ParityResult
 from perf.trackers.length import STOP_REASONS, LengthResult
 from perf.trackers.memory import MemoryResult
+from perf.trackers.speed import PROBE_METRIC
 from perf.trackers.timing import LatencyResult
 
 
@@ -27,6 +28,8 @@ class RoundMeasurement:
     lengths: LengthResult
     memory: MemoryResult
     hook_self_ms: float
+    # The runner-speed probe around this round (perf/trackers/speed.py); None: not measured.
+    probe_ms: float | None = None
 
     def metric_values(self) -> dict[str, float]:
         values = {
@@ -39,6 +42,8 @@ class RoundMeasurement:
         }
         if self.latency.tpot_ms is not None:
             values["tpot_ms"] = self.latency.tpot_ms
+        if self.probe_ms is not None:
+            values[PROBE_METRIC] = self.probe_ms
         if self.latency.itl_ms:
             values["itl_mean_ms"] = sum(self.latency.itl_ms) / len(self.latency.itl_ms)
             for name, value in self.latency.itl_percentiles_ms.items():

@@ -7,7 +7,9 @@ bookkeeping after it.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +62,7 @@ class GenerationRunner:
         probe_note: str = "",
         rss_before_load_mib: float | None = None,
         fault: Fault | None = None,
+        speed_probe: Callable[[], float] | None = None,
     ) -> None:
         self.loaded = loaded
         self.workload = workload
@@ -70,6 +73,7 @@ class GenerationRunner:
         # The output of the latest measured round (read for output parity, after timing).
         self.last_sequences: torch.Tensor | None = None
         self._fault = fault or Fault()
+        self._speed_probe = speed_probe
         self._delay = InjectedDelay(0.0)
 
     def calibrate_fault(self) -> None:
@@ -108,11 +112,15 @@ class GenerationRunner:
         return sequences, elapsed
 
     def measure(self) -> RoundMeasurement:
-        """One fully instrumented generate call."""
+        """One fully instrumented generate call, between two readings of the speed probe."""
+        before = self._speed_probe() if self._speed_probe is not None else None
         with self._memory.track():
             ballast = self._ballast()
             sequences, elapsed_s = self._generate(with_clock=True)
             del ballast
+        probe_ms = None
+        if self._speed_probe is not None and before is not None:
+            probe_ms = math.sqrt(before * self._speed_probe())
         self.last_sequences = sequences
         lengths = count_generated(
             sequences,
@@ -128,6 +136,7 @@ class GenerationRunner:
             lengths=lengths,
             memory=self._memory.result,
             hook_self_ms=times.hook_self_s * 1e3,
+            probe_ms=probe_ms,
         )
 
     def _ballast(self) -> torch.Tensor | None:

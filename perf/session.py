@@ -32,6 +32,7 @@ from perf.result import BenchmarkResult, RoundMeasurement
 from perf.runner import Fault, GenerationRunner
 from perf.soak import SoakResult
 from perf.trackers.memory import NvmlProbe, cuda_allocated_mib, pci_bus_id, trim_host_memory
+from perf.trackers.speed import SpeedProbe
 from perf.workload import Prompt, load_prompts, prepare_batch, select_prompts
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class PerfSession:
         self._prompts: tuple[Prompt, ...] | None = None
         self._probe: NvmlProbe | None = None
         self._probe_note = ""
+        self._speed_probe: SpeedProbe | None = None
         self._fingerprint: Fingerprint | None = None
         self._started = False
         self._rss_before_load_mib: float | None = None
@@ -130,6 +132,8 @@ class PerfSession:
         if self._started:
             return
         self._started = True
+        # Before any model load, so its arrays sit in the pre-load RSS level (speed.py).
+        self._speed_probe = SpeedProbe()
         if self.device.is_cuda and unavailable_reason(self.device) is None:
             self._probe, self._probe_note = NvmlProbe.open(pci_bus_id(self.device))
             if self._probe is None:
@@ -228,6 +232,7 @@ class PerfSession:
             self._probe_note,
             self._rss_before_load_mib,
             self.options.fault,
+            self._speed_probe,
         )
 
     def config_skip_reason(self, config: RunConfig) -> str | None:
