@@ -14,6 +14,7 @@ Two questions, two sources of noise (docs/regressions.md, "Calibration"):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -22,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from perf.compare import ALPHA, GATED, Tolerance, compare_metric, tolerance_for
+from perf.compare import (
+    ALPHA,
+    GATED,
+    Tolerance,
+    compare_metric,
+    normalize_timings,
+    runner_speed,
+    tolerance_for,
+)
 from perf.metrics import MetricSamples
 
 if TYPE_CHECKING:
@@ -358,6 +367,9 @@ class DriftSummary:
     drifts: tuple[Drift, ...]
     sessions: int
     failed_sessions: int  # sessions with at least one regressed verdict
+    # Timings judged on the baseline runner's speed: each (session, case)'s probe factor.
+    normalized: bool = False
+    speed_factors: tuple[float, ...] = ()
 
     def lines(self) -> list[str]:
         """A readable table, worst shift first, and the false-alarm count."""
@@ -403,6 +415,17 @@ class DriftSummary:
             f"{self.failed_sessions} of {self.sessions} sessions had a regressed verdict"
             f" ({alarms} verdicts over {len(self.drifts)} case-metric pairs).",
         ]
+        if self.speed_factors:
+            factors = sorted(self.speed_factors)
+            lines.append(
+                "Runner-speed probe against the baselines' (current / baseline): median"
+                f" {statistics.median(factors):.3f}, range {factors[0]:.3f}-{factors[-1]:.3f};"
+                + (
+                    " timings above are judged on the baseline runner's speed."
+                    if self.normalized
+                    else " timings above are raw (not normalised)."
+                )
+            )
         suggested = self.suggested_tolerances()
         if suggested:
             lines += [
@@ -434,11 +457,13 @@ def session_drift(
     *,
     is_cuda: bool,
     overrides: Mapping[str, float],
+    normalize: bool = False,
 ) -> DriftSummary:
     """How far unchanged sessions moved from the baselines, and how many the gate would fail.
 
     Each report is judged exactly as the session judged it (perf.compare), at the tolerances
-    given, so other tolerances can be tried on the same sessions.
+    given, so other tolerances can be tried on the same sessions; ``normalize`` judges
+    timings on the baseline runner's speed, as ``--perf-normalize probe`` does.
     """
     from perf.result import BenchmarkResult
 
@@ -448,6 +473,7 @@ def session_drift(
     rounds: dict[tuple[str, str], list[MetricSamples]] = {}
     stored: dict[tuple[str, str], MetricSamples] = {}
     failed_sessions = 0
+    speed_factors: list[float] = []
     for report in reports:
         results = report.get("results") or []
         assert isinstance(results, list)
@@ -459,11 +485,17 @@ def session_drift(
             baseline = store.load(result.model, result.config, result.workload)
             if baseline is None:
                 continue
+            metrics = result.metrics
+            speed = runner_speed(metrics, baseline.metrics)
+            if speed is not None:
+                speed_factors.append(speed.factor)
+                if normalize:
+                    metrics = normalize_timings(metrics, speed)
             for name in GATED:
-                if name not in result.metrics or name not in baseline.metrics:
+                if name not in metrics or name not in baseline.metrics:
                     continue
                 tolerance = tolerance_for(name, is_cuda, overrides)
-                verdict = compare_metric(result.metrics[name], baseline.metrics[name], tolerance)
+                verdict = compare_metric(metrics[name], baseline.metrics[name], tolerance)
                 sign = -1 if result.metrics[name].better == "higher" else 1
                 key = (result.case_id, name)
                 shifts.setdefault(key, []).append(sign * (verdict.change_pct or 0.0))
@@ -471,7 +503,7 @@ def session_drift(
                 failed[key] = failed.get(key, 0) + regressed
                 session_failed |= regressed
                 tolerance_pct[key] = tolerance.pct
-                rounds.setdefault(key, []).append(result.metrics[name])
+                rounds.setdefault(key, []).append(metrics[name])
                 stored[key] = baseline.metrics[name]
         failed_sessions += session_failed
     drifts = []
@@ -499,7 +531,9 @@ def session_drift(
                 statistical_pct=None if alone is None else 100 * alone,
             )
         )
-    return DriftSummary(tuple(drifts), len(reports), failed_sessions)
+    return DriftSummary(
+        tuple(drifts), len(reports), failed_sessions, normalize, tuple(speed_factors)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -507,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import json
 
     from perf.baseline import BaselineStore
-    from perf.config import load_settings, parse_tolerance
+    from perf.config import NORMALIZE_CHOICES, load_settings, parse_tolerance
     from perf.errors import BaselineError, ConfigError
     from perf.fingerprint import Fingerprint
 
@@ -533,6 +567,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="Try another tolerance for a metric (repeatable), as --perf-tolerance does",
     )
+    parser.add_argument(
+        "--normalize",
+        choices=NORMALIZE_CHOICES,
+        default=None,
+        help="Judge timings on the baseline runner's speed, as --perf-normalize does."
+        " Default: [tool.genperf] normalize, else 'auto' (the CPU only)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.pyproject)
@@ -556,12 +597,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert isinstance(environment, dict)
     fingerprint = Fingerprint(environment["hardware"], environment.get("software", {}))
     store = BaselineStore(baselines, fingerprint)
+    is_cuda = bool(fingerprint.hardware.get("gpu_name"))
+    if args.normalize is not None:
+        settings = dataclasses.replace(settings, normalize=args.normalize)
     try:
         summary = session_drift(
             reports,
             store,
-            is_cuda=bool(fingerprint.hardware.get("gpu_name")),
+            is_cuda=is_cuda,
             overrides=overrides,
+            normalize=settings.normalizes(is_cuda),
         )
     except BaselineError as exc:
         print(f"error: {exc}", file=sys.stderr)

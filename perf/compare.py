@@ -8,12 +8,14 @@ docs/regressions.md explains the method and the default tolerances.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from perf.metrics import METRICS, MetricSamples
+from perf.trackers.speed import PROBE_METRIC
 
 Verdict = Literal["pass", "improved", "regressed", "inconclusive", "no-baseline"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "improved", "regressed", "inconclusive", "no-baseline")
@@ -119,12 +121,31 @@ class MetricVerdict:
         )
 
 
+# Up to this many ways to split the pooled samples, a tied comparison enumerates them all (7
+# against 7 rounds: 3432); beyond it the normal approximation with tie correction is accurate.
+EXACT_ARRANGEMENTS = 100_000
+
+
 def _worse_pvalue(current: tuple[float, ...], baseline: tuple[float, ...], higher: bool) -> float:
-    """p-value of "current is worse than baseline" (one-sided Mann-Whitney U)."""
-    from scipy.stats import mannwhitneyu
+    """p-value of "current is worse than baseline" (one-sided Mann-Whitney U).
+
+    Ties (memory repeats to the byte, greedy rounds repeat) make scipy's default switch to the
+    normal approximation, which at 3 against 7 rounds is wrong both ways: 0.0105 for two
+    samples that do not overlap (exact: 1/120 = 0.0083), 0.0068 for 3 against 5 constant
+    samples, below the 1/56 that test can ever reach. Small tied samples therefore get the exact
+    permutation distribution (every split of the pooled samples), which handles ties as they are.
+    """
+    from scipy.stats import PermutationMethod, mannwhitneyu
 
     alternative = "less" if higher else "greater"
-    return float(mannwhitneyu(current, baseline, alternative=alternative).pvalue)
+    arrangements = math.comb(len(current) + len(baseline), len(current))
+    tied = len(set(current) | set(baseline)) < len(current) + len(baseline)
+    if tied and arrangements <= EXACT_ARRANGEMENTS:
+        method = PermutationMethod(n_resamples=arrangements)
+        result = mannwhitneyu(current, baseline, alternative=alternative, method=method)
+    else:
+        result = mannwhitneyu(current, baseline, alternative=alternative)
+    return float(result.pvalue)
 
 
 def compare_metric(
@@ -190,6 +211,52 @@ GATED = (
 LENGTH_METRICS = ("output_length_tokens", "output_length_min_tokens", "output_length_max_tokens")
 
 
+@dataclass(frozen=True)
+class RunnerSpeed:
+    """How much slower the runner was than when the baseline was recorded, by the speed probe
+    (perf/trackers/speed.py): ``factor`` = current probe median / baseline probe median."""
+
+    factor: float
+    baseline_probe_ms: float
+    current_probe_ms: float
+
+    def describe(self) -> str:
+        return (
+            f"runner {100 * (self.factor - 1):+.1f}% probe time against the baseline's"
+            f" ({self.baseline_probe_ms:.3g} -> {self.current_probe_ms:.3g} ms)"
+        )
+
+
+def runner_speed(
+    current: Mapping[str, MetricSamples], baseline: Mapping[str, MetricSamples]
+) -> RunnerSpeed | None:
+    """The runner's speed against the baseline's, None when either side has no probe."""
+    if PROBE_METRIC not in current or PROBE_METRIC not in baseline:
+        return None
+    now, then = current[PROBE_METRIC].median, baseline[PROBE_METRIC].median
+    if not (now > 0 and then > 0):
+        return None
+    return RunnerSpeed(now / then, then, now)
+
+
+def normalize_timings(
+    current: Mapping[str, MetricSamples], speed: RunnerSpeed
+) -> dict[str, MetricSamples]:
+    """``current`` with its timings put on the baseline runner's speed: latencies divided by
+    the speed factor, throughputs multiplied by it; memory and lengths unchanged."""
+    scaled = dict(current)
+    for name, metric in current.items():
+        family = metric_family(name) if name in GATED else None
+        if family == "latency":
+            factor = 1 / speed.factor
+        elif family == "throughput":
+            factor = speed.factor
+        else:
+            continue
+        scaled[name] = MetricSamples.of(name, tuple(v * factor for v in metric.samples))
+    return scaled
+
+
 def tolerance_for(name: str, is_cuda: bool, overrides: Mapping[str, float]) -> Tolerance:
     family = metric_family(name)
     assert family is not None, name
@@ -208,13 +275,31 @@ def compare_result(
     baseline_lengths: tuple[tuple[int, ...], ...],
     is_cuda: bool,
     overrides: Mapping[str, float],
+    normalize: bool = False,
 ) -> dict[str, MetricVerdict]:
-    """Verdicts for every gated metric both sides have, and for the output lengths."""
+    """Verdicts for every gated metric both sides have, and for the output lengths.
+
+    ``normalize``: timings are judged on the baseline runner's speed (``normalize_timings``)
+    when both sides carry the speed probe; each timing verdict's note gives the raw change.
+    """
     verdicts: dict[str, MetricVerdict] = {}
+    speed = runner_speed(current, baseline) if normalize else None
+    judged = current if speed is None else normalize_timings(current, speed)
     for name in GATED:
         if name in current and name in baseline:
             tolerance = tolerance_for(name, is_cuda, overrides)
-            verdicts[name] = compare_metric(current[name], baseline[name], tolerance)
+            verdict = compare_metric(judged[name], baseline[name], tolerance)
+            if speed is not None and judged[name] is not current[name]:
+                raw = current[name].median
+                base = baseline[name].median
+                note = (
+                    f"judged on the baseline runner's speed: {speed.describe()};"
+                    f" raw {raw:.4g} {current[name].unit} ({100 * (raw - base) / base:+.1f}%)"
+                )
+                verdict = dataclasses.replace(
+                    verdict, note=f"{verdict.note}; {note}" if verdict.note else note
+                )
+            verdicts[name] = verdict
     if greedy:
         for name in LENGTH_METRICS:
             if name in current and name in baseline:

@@ -39,6 +39,7 @@ EXPECT_DEVICES = ("any", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+NORMALIZE_CHOICES = ("auto", "probe", "none")
 # "org/name" (optionally "org/name@revision" is not supported: pin revisions in the hub, not here).
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MODEL_ALIASES = ("embedded", "tiny")
@@ -415,6 +416,9 @@ class Settings:
     baselines: Path = Path("baselines")  # stored results, one folder per hardware fingerprint
     tolerances: Mapping[str, float] = field(default_factory=dict)  # metric -> % (overrides)
     strict: bool = False  # inconclusive verdicts fail too
+    # Timings judged on the baseline runner's speed (perf/compare.py normalize_timings): "probe"
+    # always, "none" never, "auto" on the CPU only (docs/regressions.md has the measurements).
+    normalize: str = "auto"
     # Sampling properties (tests/properties, docs/properties.md): the largest drawn batch and
     # new-token count, and the "no cliff" bound: a drawn example's decode rate over the paired
     # greedy reference's must stay at or above this ratio.
@@ -428,6 +432,10 @@ class Settings:
         if self.reference is not None:
             return self.reference
         return "baseline" if "baseline" in self.config_defs else None
+
+    def normalizes(self, is_cuda: bool) -> bool:
+        """Whether the gate judges timings on the baseline runner's speed on this device."""
+        return self.normalize == "probe" or (self.normalize == "auto" and not is_cuda)
 
     @property
     def reference_config(self) -> RunConfig | None:
@@ -460,6 +468,10 @@ class Settings:
         if not 0 < self.property_min_speed_ratio <= 1:
             raise _fail(
                 where, "property_min_speed_ratio", self.property_min_speed_ratio, "in (0, 1]"
+            )
+        if self.normalize not in NORMALIZE_CHOICES:
+            raise _fail(
+                where, "normalize (--perf-normalize)", self.normalize, ", ".join(NORMALIZE_CHOICES)
             )
         if not self.max_hook_overhead_pct > 0:
             raise _fail(where, "max_hook_overhead_pct", self.max_hook_overhead_pct, "> 0")
@@ -535,6 +547,7 @@ _SETTINGS_KEYS = {
     "baselines": str,
     "tolerance": dict,
     "strict": bool,
+    "normalize": str,
     "property_max_batch": int,
     "property_max_new_tokens": int,
     "property_min_speed_ratio": float,
@@ -649,6 +662,7 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
             "allow_pickle",
             "reference",
             "strict",
+            "normalize",
             "property_max_batch",
             "property_max_new_tokens",
         )

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from perf.config import Settings, load_settings, parse_name_list, parse_tolerance
+from perf.config import (
+    NORMALIZE_CHOICES,
+    Settings,
+    load_settings,
+    parse_name_list,
+    parse_tolerance,
+)
 from perf.errors import ConfigError
 from perf.result import BenchmarkResult
 from perf.runner import Fault
@@ -214,6 +220,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " Default: [tool.genperf] strict, else False",
     )
     group.addoption(
+        "--perf-normalize",
+        choices=NORMALIZE_CHOICES,
+        default=None,
+        help="Judge timings on the baseline runner's speed, measured by the runner-speed probe:"
+        " 'probe' always, 'none' never, 'auto' on the CPU only."
+        " Default: [tool.genperf] normalize, else 'auto'",
+    )
+    group.addoption(
         "--perf-inject-slowdown",
         metavar="FRACTION",
         type=parse_fraction,
@@ -281,6 +295,7 @@ def options_from_config(config: pytest.Config) -> RunOptions:
         ("perf_warmup", "warmup"),
         ("perf_baselines", "baselines"),
         ("perf_strict", "strict"),
+        ("perf_normalize", "normalize"),
     ):
         value = config.getoption(option)
         if value is not None:

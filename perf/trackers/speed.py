@@ -7,7 +7,7 @@ matrix-vector product over a 64 MiB float32 matrix — memory-bound, like a deco
 streams every weight once — done by NumPy's own BLAS (scipy-openblas), so a change in torch,
 transformers, DeepSpeed or the quantization libraries cannot move it. Each round's probe time
 is stored with the round (metric ``runner_probe_ms``), and the gate can compare timings in units
-of the probe (perf/compare.py ``normalize_by_probe``; docs/regressions.md has the measurements).
+of the probe (perf/compare.py ``normalize_timings``; docs/regressions.md has the measurements).
 
 The arrays are allocated once, before any model is loaded, so they sit in the pre-load RSS level
 and never in a config's memory growth.

@@ -1,6 +1,7 @@
 """Calibration: the noise estimate, the simulated gate (it must decide exactly as perf.compare
 does), the detectable size and the rounds a target needs, and session drift from reports."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -191,3 +192,23 @@ def test_the_drift_command_reads_reports_and_baselines(store, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
     assert "not a readable report.json" in capsys.readouterr().err
+
+
+def test_session_drift_can_judge_timings_on_the_baseline_runners_speed(tmp_path):
+    probe = "runner_probe_ms"
+
+    def with_probe(samples, probe_ms):
+        r = result(samples)
+        metrics = {**r.metrics, probe: MetricSamples.of(probe, (probe_ms,) * len(samples))}
+        return dataclasses.replace(r, metrics=metrics)
+
+    store = BaselineStore(tmp_path / "baselines", ENV)
+    store.save(with_probe([100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8], 3.0), {"rounds": 7})
+    # the runner 25 % slower, by the probe and by generate alike
+    slow = [report_document([with_probe([80.0, 81.0, 79.0], 3.75)], ENV, {})]
+    raw = session_drift(slow, store, is_cuda=False, overrides={TPS: 10})
+    assert raw.failed_sessions == 1 and raw.speed_factors == (1.25,)
+    judged = session_drift(slow, store, is_cuda=False, overrides={TPS: 10}, normalize=True)
+    assert judged.failed_sessions == 0
+    assert judged.drifts[0].shifts_pct[0] == pytest.approx(0.0, abs=0.5)
+    assert "median 1.250" in "\n".join(judged.lines())

@@ -18,6 +18,8 @@ from perf.compare import (
     compare_lengths,
     compare_metric,
     compare_result,
+    normalize_timings,
+    runner_speed,
     tolerance_for,
 )
 from perf.errors import BaselineError
@@ -71,6 +73,20 @@ def test_too_few_samples_can_never_be_significant():
     # 3 vs 5: the smallest one-sided Mann-Whitney p is 1/56 = 0.018, never below ALPHA
     v = compare_metric(tps(10, 11, 12), BASE, Tolerance(5))
     assert v.verdict == "inconclusive"
+
+
+def test_tied_samples_get_the_exact_test_not_the_normal_approximation():
+    # Memory repeats to the byte. With ties scipy's default used the normal approximation:
+    # 0.0105 for 3 rounds above all 7 (exact 1/120), so a clear growth was "inconclusive" ...
+    stored = MetricSamples.of("peak_rss_delta_mib", (500, 501, 499, 500, 500, 500.5, 499.5))
+    grew = MetricSamples.of("peak_rss_delta_mib", (700.0, 701.0, 699.0))
+    v = compare_metric(grew, stored, Tolerance(10, 64))
+    assert v.verdict == "regressed" and v.p_value == pytest.approx(1 / 120)
+    # ... and 0.0068 for constant 3 against constant 5, below the 1/56 that split can reach
+    mem = MetricSamples.of("peak_gpu_memory_mib", (1000.0,) * 5)
+    more = MetricSamples.of("peak_gpu_memory_mib", (1100.0,) * 3)
+    v = compare_metric(more, mem, Tolerance(2, 32))
+    assert v.verdict == "inconclusive" and v.p_value == pytest.approx(1 / 56)
 
 
 def test_memory_floor():
@@ -211,3 +227,104 @@ def test_tolerance_settings_are_validated():
     for bad in ("ttft_ms", "=5", "ttft_ms=fast", "ttft_ms=-2"):
         with pytest.raises(ValueError, match="expected METRIC=PERCENT"):
             parse_tolerance(bad)
+
+
+# --- judging timings on the baseline runner's speed (the runner-speed probe) -----------------
+
+PROBE = "runner_probe_ms"
+
+
+def probe(*values):
+    return MetricSamples.of(PROBE, tuple(values))
+
+
+def rss(*values):
+    return MetricSamples.of("peak_rss_delta_mib", tuple(values))
+
+
+def judge(current, baseline, normalize):
+    return compare_result(
+        current,
+        baseline,
+        greedy=False,
+        current_lengths=(),
+        baseline_lengths=(),
+        is_cuda=False,
+        overrides={TPS: 10, "e2e_latency_ms": 10, "peak_rss_delta_mib": 10},
+        normalize=normalize,
+    )
+
+
+# 7 baseline rounds against 3: the smallest one-sided p, 1/120, can reach 0.01
+STORED = {
+    TPS: tps(100, 101, 99, 100.5, 99.5, 100.2, 99.8),
+    "e2e_latency_ms": lat(100, 101, 99, 100.5, 99.5, 100.2, 99.8),
+    "peak_rss_delta_mib": rss(500, 501, 499, 500, 500, 500.5, 499.5),
+    PROBE: probe(3.0, 3.1, 2.9, 3.0, 3.05, 2.95, 3.0),
+}
+
+
+def test_a_runner_slowed_as_a_whole_passes_when_judged_on_the_baseline_runners_speed():
+    # the machine is 40 % slower (probe 3.0 -> 4.2 ms) and generate with it: no regression
+    slow_runner = {
+        TPS: tps(71.4, 71.0, 72.0),
+        "e2e_latency_ms": lat(140, 141, 139),
+        "peak_rss_delta_mib": rss(500, 500, 501),
+        PROBE: probe(4.2, 4.25, 4.15),
+    }
+    raw = judge(slow_runner, STORED, normalize=False)
+    assert raw[TPS].verdict == raw["e2e_latency_ms"].verdict == "regressed"
+    judged = judge(slow_runner, STORED, normalize=True)
+    assert judged[TPS].verdict == judged["e2e_latency_ms"].verdict == "pass"
+    assert judged[TPS].current_median == pytest.approx(71.4 * 1.4, rel=1e-3)
+    # the reviewer sees the raw change and the runner's
+    assert "raw 71.4 tok/s (-28.6%)" in judged[TPS].note
+    assert "runner +40.0% probe time" in judged[TPS].note
+
+
+def test_a_slowdown_of_the_software_is_still_caught_when_the_runner_is_unchanged():
+    slower_code = {
+        TPS: tps(60, 61, 59),
+        "e2e_latency_ms": lat(150, 151, 149),
+        "peak_rss_delta_mib": rss(700, 701, 699),
+        PROBE: probe(3.0, 3.02, 2.98),
+    }
+    judged = judge(slower_code, STORED, normalize=True)
+    assert judged[TPS].verdict == judged["e2e_latency_ms"].verdict == "regressed"
+    # memory is never scaled by the runner's speed
+    assert judged["peak_rss_delta_mib"].verdict == "regressed"
+    assert judged["peak_rss_delta_mib"].current_median == 700
+    assert "runner" not in judged["peak_rss_delta_mib"].note
+
+
+def test_without_a_probe_on_either_side_timings_are_judged_raw():
+    old_baseline = {k: v for k, v in STORED.items() if k != PROBE}
+    current = {TPS: tps(71.4, 71.0, 72.0), PROBE: probe(4.2, 4.25, 4.15)}
+    assert judge(current, old_baseline, normalize=True)[TPS].verdict == "regressed"
+    assert runner_speed(current, old_baseline) is None
+
+
+def test_normalize_timings_scales_latencies_down_and_throughput_up_by_the_factor():
+    speed = runner_speed({PROBE: probe(6.0)}, {PROBE: probe(3.0)})
+    assert speed is not None and speed.factor == 2.0
+    scaled = normalize_timings(
+        {TPS: tps(10, 20), "ttft_ms": MetricSamples.of("ttft_ms", (400.0,)), PROBE: probe(6.0)},
+        speed,
+    )
+    assert scaled[TPS].samples == (20, 40)
+    assert scaled["ttft_ms"].samples == (200,)
+    assert scaled[PROBE].samples == (6.0,)  # the probe itself is not a gated timing
+
+
+def test_normalize_setting_is_validated_and_auto_means_cpu_only():
+    from perf.config import parse_settings
+    from perf.errors import ConfigError
+
+    from .test_config import REPO, minimal
+
+    assert parse_settings(minimal(), "p", REPO).normalizes(is_cuda=False)
+    assert not parse_settings(minimal(), "p", REPO).normalizes(is_cuda=True)
+    assert parse_settings(minimal(normalize="probe"), "p", REPO).normalizes(is_cuda=True)
+    assert not parse_settings(minimal(normalize="none"), "p", REPO).normalizes(is_cuda=False)
+    with pytest.raises(ConfigError, match=r"normalize \(--perf-normalize\).*auto, probe, none"):
+        parse_settings(minimal(normalize="yes"), "p", REPO)

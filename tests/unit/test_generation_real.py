@@ -11,10 +11,10 @@ from perf.workload import load_prompts, prepare_batch, select_prompts
 from .test_config import REPO
 
 
-def runner_for(loaded, workload):
+def runner_for(loaded, workload, speed_probe=None):
     prompts = load_prompts(load_settings(REPO / "pyproject.toml").prompts)
     batch = prepare_batch(loaded.tokenizer, select_prompts(prompts, workload), "cpu")
-    return GenerationRunner(loaded, workload, batch)
+    return GenerationRunner(loaded, workload, batch, speed_probe=speed_probe)
 
 
 def test_tiny_model_is_deterministic_and_real(tiny_loaded):
@@ -162,3 +162,17 @@ def test_materialised_tiny_model_equals_the_seeded_random_model(tiny_loaded, tmp
     ids = torch.tensor([[1, 400, 500, 600, 700]])
     with torch.inference_mode():
         assert torch.equal(fresh(ids).logits, tiny_loaded.model(ids).logits)
+
+
+def test_each_round_carries_the_runner_speed_probe_read_before_and_after_it(tiny_loaded):
+    from perf.trackers.speed import PROBE_METRIC, SpeedProbe
+
+    readings = iter([4.0, 9.0])
+    workload = Workload("w", ("short",), 1, SamplingParams(max_new_tokens=4))
+    m = runner_for(tiny_loaded, workload, speed_probe=lambda: next(readings)).measure()
+    assert m.probe_ms == pytest.approx(6.0)  # geometric mean of the two readings
+    assert m.metric_values()[PROBE_METRIC] == pytest.approx(6.0)
+    # without a probe the round has no such metric
+    assert PROBE_METRIC not in runner_for(tiny_loaded, workload).measure().metric_values()
+    # the real probe: a positive time from a small matrix (the default one is 64 MiB)
+    assert SpeedProbe(rows=64, cols=256, products=1, tries=3)() > 0
