@@ -1,5 +1,11 @@
 """Where a result was measured: a hardware key (what baselines are filed under) plus the software
 versions in use (recorded, never keyed: a software change is exactly what the suite catches).
+
+A CPU's key holds its microarchitecture, not only its name: a VM often shows a brand string
+alone ("AMD EPYC"), and under that one string this project's runner ran the embedded model's
+int4 config at 8.4 tokens/s one day and 37.8 four days later, with nothing recorded that could
+say whether the host had changed (docs/results.md). The x86 family and model numbers and the
+widest vector extension the kernels can use (AMX, AVX-512, AVX2) tell such hosts apart.
 """
 
 from __future__ import annotations
@@ -8,6 +14,7 @@ import importlib.metadata
 import os
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from perf.device import DeviceInfo
@@ -17,15 +24,49 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _cpu_model() -> str:
+# The widest vector extension first: CPU kernels (oneDNN, bitsandbytes, torchao) dispatch on it.
+ISA_TIERS = (("amx_tile", "amx"), ("avx512f", "avx512"), ("avx2", "avx2"))
+
+
+def cpu_identity(cpuinfo: str) -> dict[str, str | int]:
+    """The first processor's name, x86 family and model numbers and vector tier, from the text
+    of /proc/cpuinfo; the keys it cannot find are left out."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor is enough: a runner's cores are alike
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    identity: dict[str, str | int] = {}
+    if fields.get("model name"):
+        identity["cpu_model"] = fields["model name"]
+    for key, name in (("cpu family", "cpu_family"), ("model", "cpu_model_number")):
+        if fields.get(key, "").isdigit():
+            identity[name] = int(fields[key])
+    flags = set(fields.get("flags", "").split())
+    if flags:
+        identity["cpu_isa"] = next((tier for flag, tier in ISA_TIERS if flag in flags), "base")
+    return identity
+
+
+def cpu_slug(hardware: Mapping[str, object]) -> str:
+    """``cpu-<name>[-f<family>m<model>][-<isa>]-<cores>c``: ``cpu-amd-epyc-f26m2-avx512-2c``."""
+    parts = ["cpu", _slug(str(hardware["cpu_model"]))]
+    if "cpu_family" in hardware and "cpu_model_number" in hardware:
+        parts.append(f"f{hardware['cpu_family']}m{hardware['cpu_model_number']}")
+    if "cpu_isa" in hardware:
+        parts.append(str(hardware["cpu_isa"]))
+    return "-".join([*parts, f"{hardware['cpu_cores']}c"])
+
+
+def _cpu_identity() -> dict[str, str | int]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            identity = cpu_identity(handle.read())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        identity = {}
+    identity.setdefault("cpu_model", platform.processor() or platform.machine())
+    return identity
 
 
 def _usable_cores() -> int:
@@ -60,7 +101,7 @@ def fingerprint(device: DeviceInfo) -> Fingerprint:
     import torch
 
     hardware: dict[str, str | int | float] = {
-        "cpu_model": _cpu_model(),
+        **_cpu_identity(),
         "cpu_cores": _usable_cores(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "machine": platform.machine(),
@@ -90,7 +131,7 @@ def fingerprint(device: DeviceInfo) -> Fingerprint:
         hardware["slug"] = f"{_slug(props.name)}-{props.total_memory // 2**30}gb"
         software["driver"] = _nvidia_driver()
     else:
-        hardware["slug"] = f"cpu-{_slug(str(hardware['cpu_model']))}-{hardware['cpu_cores']}c"
+        hardware["slug"] = cpu_slug(hardware)
     return Fingerprint(hardware=hardware, software=software)
 
 

@@ -1,7 +1,7 @@
 import json
 
 from perf.device import DeviceInfo, resolve_device, unavailable_reason
-from perf.fingerprint import Fingerprint, fingerprint
+from perf.fingerprint import Fingerprint, cpu_identity, cpu_slug, fingerprint
 from perf.metrics import MetricSamples
 from perf.report import markdown, report_document, terminal_lines, write_reports
 from perf.result import BenchmarkResult
@@ -15,6 +15,41 @@ def test_cpu_fingerprint_keys_hardware_and_records_software():
     assert fp.software["cuda"] is None
     # software versions are recorded, never part of the key
     assert fp.software["torch"] not in fp.slug
+
+
+AMD_VM = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 avx512f avx512_bf16
+
+processor\t: 1
+cpu family\t: 25
+model name\t: Something Else
+"""
+
+
+def test_a_cpu_is_keyed_by_its_microarchitecture_not_only_its_brand_string():
+    identity = cpu_identity(AMD_VM)
+    assert identity == {
+        "cpu_model": "AMD EPYC",
+        "cpu_family": 26,
+        "cpu_model_number": 2,
+        "cpu_isa": "avx512",
+    }
+    assert cpu_slug({**identity, "cpu_cores": 2}) == "cpu-amd-epyc-f26m2-avx512-2c"
+    # the same brand string on an older host files its baselines elsewhere
+    zen3 = AMD_VM.replace("family\t: 26", "family\t: 25").replace(" avx512f avx512_bf16", "")
+    assert cpu_slug({**cpu_identity(zen3), "cpu_cores": 2}) == "cpu-amd-epyc-f25m2-avx2-2c"
+    amx = AMD_VM.replace("avx512_bf16", "avx512_bf16 amx_tile")
+    assert cpu_identity(amx)["cpu_isa"] == "amx"
+    # no cpuinfo fields (another OS): the name and cores alone
+    assert cpu_identity("") == {}
+    assert cpu_slug({"cpu_model": "arm", "cpu_cores": 8}) == "cpu-arm-8c"
+    # this machine
+    fp = fingerprint(DeviceInfo("cpu"))
+    assert fp.slug == cpu_slug(fp.hardware)
 
 
 def test_device_resolution_on_a_machine_without_cuda():
