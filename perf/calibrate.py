@@ -571,8 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--normalize",
         choices=NORMALIZE_CHOICES,
         default=None,
-        help="Judge timings on the baseline runner's speed, as --perf-normalize does."
-        " Default: [tool.genperf] normalize, else 'auto' (the CPU only)",
+        help="'probe': judge timings on the baseline runner's speed, as --perf-normalize does"
+        " (try both on your runner's sessions). Default: [tool.genperf] normalize, else 'none'",
     )
     args = parser.parse_args(argv)
     try:
@@ -597,16 +597,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert isinstance(environment, dict)
     fingerprint = Fingerprint(environment["hardware"], environment.get("software", {}))
     store = BaselineStore(baselines, fingerprint)
-    is_cuda = bool(fingerprint.hardware.get("gpu_name"))
     if args.normalize is not None:
         settings = dataclasses.replace(settings, normalize=args.normalize)
     try:
         summary = session_drift(
             reports,
             store,
-            is_cuda=is_cuda,
+            is_cuda=bool(fingerprint.hardware.get("gpu_name")),
             overrides=overrides,
-            normalize=settings.normalizes(is_cuda),
+            normalize=settings.normalizes,
         )
     except BaselineError as exc:
         print(f"error: {exc}", file=sys.stderr)

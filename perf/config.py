@@ -39,7 +39,7 @@ EXPECT_DEVICES = ("any", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-NORMALIZE_CHOICES = ("auto", "probe", "none")
+NORMALIZE_CHOICES = ("none", "probe")
 # "org/name" (optionally "org/name@revision" is not supported: pin revisions in the hub, not here).
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MODEL_ALIASES = ("embedded", "tiny")
@@ -416,9 +416,10 @@ class Settings:
     baselines: Path = Path("baselines")  # stored results, one folder per hardware fingerprint
     tolerances: Mapping[str, float] = field(default_factory=dict)  # metric -> % (overrides)
     strict: bool = False  # inconclusive verdicts fail too
-    # Timings judged on the baseline runner's speed (perf/compare.py normalize_timings): "probe"
-    # always, "none" never, "auto" on the CPU only (docs/regressions.md has the measurements).
-    normalize: str = "auto"
+    # "probe": timings judged on the baseline runner's speed (perf/compare.py normalize_timings).
+    # Off by default: on this project's CPU runner it added false alarms instead of removing
+    # them (docs/regressions.md, "Runner-speed normalisation", has the measurements).
+    normalize: str = "none"
     # Sampling properties (tests/properties, docs/properties.md): the largest drawn batch and
     # new-token count, and the "no cliff" bound: a drawn example's decode rate over the paired
     # greedy reference's must stay at or above this ratio.
@@ -433,9 +434,10 @@ class Settings:
             return self.reference
         return "baseline" if "baseline" in self.config_defs else None
 
-    def normalizes(self, is_cuda: bool) -> bool:
-        """Whether the gate judges timings on the baseline runner's speed on this device."""
-        return self.normalize == "probe" or (self.normalize == "auto" and not is_cuda)
+    @property
+    def normalizes(self) -> bool:
+        """Whether the gate judges timings on the baseline runner's speed."""
+        return self.normalize == "probe"
 
     @property
     def reference_config(self) -> RunConfig | None:

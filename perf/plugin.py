@@ -223,9 +223,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-normalize",
         choices=NORMALIZE_CHOICES,
         default=None,
-        help="Judge timings on the baseline runner's speed, measured by the runner-speed probe:"
-        " 'probe' always, 'none' never, 'auto' on the CPU only."
-        " Default: [tool.genperf] normalize, else 'auto'",
+        help="'probe': judge timings on the baseline runner's speed, measured by the runner-speed"
+        " probe (docs/regressions.md: it added false alarms on this project's CPU runner)."
+        " Default: [tool.genperf] normalize, else 'none'",
     )
     group.addoption(
         "--perf-inject-slowdown",

@@ -384,7 +384,7 @@ class PerfSession:
             baseline_lengths=baseline.output_lengths,
             is_cuda=self.device.is_cuda,
             overrides=self.settings.tolerances,
-            normalize=self.settings.normalizes(self.device.is_cuda),
+            normalize=self.settings.normalizes,
         )
         return dataclasses.replace(result, verdicts=verdicts, baseline_file=str(baseline.path))
 

@@ -316,15 +316,14 @@ def test_normalize_timings_scales_latencies_down_and_throughput_up_by_the_factor
     assert scaled[PROBE].samples == (6.0,)  # the probe itself is not a gated timing
 
 
-def test_normalize_setting_is_validated_and_auto_means_cpu_only():
+def test_normalize_setting_is_validated_and_off_by_default():
     from perf.config import parse_settings
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal
 
-    assert parse_settings(minimal(), "p", REPO).normalizes(is_cuda=False)
-    assert not parse_settings(minimal(), "p", REPO).normalizes(is_cuda=True)
-    assert parse_settings(minimal(normalize="probe"), "p", REPO).normalizes(is_cuda=True)
-    assert not parse_settings(minimal(normalize="none"), "p", REPO).normalizes(is_cuda=False)
-    with pytest.raises(ConfigError, match=r"normalize \(--perf-normalize\).*auto, probe, none"):
+    assert not parse_settings(minimal(), "p", REPO).normalizes
+    assert parse_settings(minimal(normalize="probe"), "p", REPO).normalizes
+    assert not parse_settings(minimal(normalize="none"), "p", REPO).normalizes
+    with pytest.raises(ConfigError, match=r"normalize \(--perf-normalize\).*none, probe"):
         parse_settings(minimal(normalize="yes"), "p", REPO)
