@@ -255,6 +255,30 @@ def unquantized_linears(model: torch.nn.Module) -> tuple[list[str], int]:
     return left, total
 
 
+# bitsandbytes' AVX512-BF16 CPU kernel for 4-bit weights repacks each layer at its first forward,
+# in blocks of 32 output features and of the quantization block (64) along the input, and fails
+# on any other shape ("N must be divisible by block_n", then a reshape error; bitsandbytes
+# 0.50). CPUs without AVX512-BF16 take the generic kernel and never repack.
+BNB_CPU_BLOCK_N = 32
+
+
+def route_unpackable_bnb_layers(model: torch.nn.Module) -> list[str]:
+    """Send the 4-bit layers bitsandbytes' packed CPU kernel cannot take to its generic kernel.
+
+    The layers stay quantized (NF4); only the kernel changes. Returns their names. Found on the
+    tiny test model (MLP width 176) on an AVX512-BF16 runner, where the whole config crashed.
+    """
+    routed = []
+    for name, module in model.named_modules():
+        if not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        blocksize = getattr(getattr(module.weight, "quant_state", None), "blocksize", 64)
+        if module.out_features % BNB_CPU_BLOCK_N or module.in_features % blocksize:
+            module.support_avx512bf16_for_cpu = False
+            routed.append(name)
+    return routed
+
+
 def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     import torch
 
@@ -276,6 +300,12 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     if left:
         coverage += (
             f" (kept in {dtype_name}: {', '.join(left[:3])}{', ...' if len(left) > 3 else ''})"
+        )
+    routed = route_unpackable_bnb_layers(model)
+    if routed:
+        coverage += (
+            f"; {len(routed)} on bitsandbytes' generic CPU kernel (a shape its AVX512-BF16"
+            f" kernel cannot pack: {routed[0]}, ...)"
         )
     details = f"{alias}{method.name}: {method.description}; {coverage}"
     return hf_backend.finish(model, tokenizer, spec, config, device, dtype_name, started, details)

@@ -206,10 +206,39 @@ def test_real_quantized_generation_on_the_tiny_model(tiny_loaded, name, layer_ty
     proj = loaded.model.model.layers[0].self_attn.q_proj
     assert f"{type(proj).__module__}.{type(proj).__name__}" == layer_type
     assert name in loaded.details
+    if name == "int4-bnb-nf4":
+        from bitsandbytes.functional import has_avx512bf16
+
+        # the tiny model's MLP (176 wide) cannot be packed for the AVX512-BF16 kernel
+        assert ("generic CPU kernel" in loaded.details) == has_avx512bf16()
     workload = Workload("w", ("short", "medium"), 2, SamplingParams(max_new_tokens=6))
     measured = runner_for(loaded, workload).measure()
     assert measured.lengths.lengths == (6, 6)
     assert measured.memory.peak_rss_mib > 0
+
+
+def test_4bit_layers_the_packed_cpu_kernel_cannot_take_go_to_the_generic_kernel():
+    # bitsandbytes' AVX512-BF16 kernel fails on out features not a multiple of 32 or in features
+    # not a multiple of its block (the tiny model's 176-wide MLP crashed the whole NF4 config on
+    # such a runner); such layers stay
+    # quantized and take the generic kernel, which CPUs without AVX512-BF16 use for every layer.
+    import torch
+
+    from perf.backends.quantized import route_unpackable_bnb_layers
+
+    class Packable(torch.nn.Linear):
+        support_avx512bf16_for_cpu = True
+
+    model = torch.nn.Module()
+    model.up_proj = Packable(64, 176)  # 176 out features: not a multiple of 32
+    model.down_proj = Packable(176, 64)  # 176 in features: not a multiple of the 64 block
+    model.q_proj = Packable(64, 64)
+    model.plain = torch.nn.Linear(64, 176)  # not bitsandbytes: untouched
+    assert route_unpackable_bnb_layers(model) == ["up_proj", "down_proj"]
+    assert model.up_proj.support_avx512bf16_for_cpu is False
+    assert model.down_proj.support_avx512bf16_for_cpu is False
+    assert model.q_proj.support_avx512bf16_for_cpu is True
+    assert not hasattr(model.plain, "support_avx512bf16_for_cpu")
 
 
 def test_layers_a_method_skipped_are_counted_and_named():
