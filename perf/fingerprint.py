@@ -3,9 +3,11 @@ versions in use (recorded, never keyed: a software change is exactly what the su
 
 A CPU's key holds its microarchitecture, not only its name: a VM often shows a brand string
 alone ("AMD EPYC"), and under that one string this project's runner ran the embedded model's
-int4 config at 8.4 tokens/s one day and 37.8 four days later, with nothing recorded that could
-say whether the host had changed (docs/results.md). The x86 family and model numbers and the
-widest vector extension the kernels can use (AMX, AVX-512, AVX2) tell such hosts apart.
+int4 config at 8.4 tokens/s one day and 37.8 four days later. It was another CPU: the later one
+has AVX512-BF16, where bitsandbytes takes a packed 4-bit kernel (which then crashed the tiny
+model's NF4 test that had passed on the earlier one), and nothing in the key told them apart.
+The x86 family and model numbers and the widest vector extension the kernels can use (AMX,
+AVX-512, AVX2) do.
 """
 
 from __future__ import annotations
