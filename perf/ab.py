@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from perf.compare import ALPHA
 from perf.metrics import METRICS
@@ -139,7 +141,22 @@ def abba_order(pairs: int) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def protocol_stream() -> TextIO:
+    """The worker's channel to the coordinator: its stdout, kept for the protocol alone.
+
+    Libraries print to stdout too — DeepSpeed logs its "[date] [INFO] ..." lines there, and the
+    coordinator then read a log line as a round (found on the first DeepSpeed A/B). So the
+    original stdout is duplicated for the protocol and file descriptor 1 is pointed at stderr,
+    which catches Python's prints and C libraries' writes alike.
+    """
+    sys.stdout.flush()
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return protocol
+
+
 def worker(args: argparse.Namespace) -> int:
+    protocol = protocol_stream()  # first: nothing printed after this can reach the coordinator
     from perf import backends
     from perf.config import ModelSpec, load_settings
     from perf.device import resolve_device, unavailable_reason
@@ -152,7 +169,7 @@ def worker(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or settings.device)
     reason = unavailable_reason(device) or backends.unavailable_reason(config, device)
     if reason:
-        print(json.dumps({"error": reason}), flush=True)
+        print(json.dumps({"error": reason}), file=protocol, flush=True)
         return 2
     spec = ModelSpec.resolve(args.model or settings.model, Path(args.pyproject).parent, "--model")
     loaded = backends.load(spec, config, device)
@@ -163,12 +180,16 @@ def worker(args: argparse.Namespace) -> int:
     runner.calibrate_fault()
     for _ in range(max(1, args.warmup)):
         runner.measure()
-    print(json.dumps({READY: loaded.details}), flush=True)
+    print(json.dumps({READY: loaded.details}), file=protocol, flush=True)
     for line in sys.stdin:
         if line.strip() != "round":
             break
         values = runner.measure().metric_values()
-        print(json.dumps({m: values[m] for m in AB_METRICS if m in values}), flush=True)
+        print(
+            json.dumps({m: values[m] for m in AB_METRICS if m in values}),
+            file=protocol,
+            flush=True,
+        )
     return 0
 
 
@@ -200,7 +221,12 @@ class Side:
                 f"{self.name} worker exited (code {code}) without an answer; its command was:"
                 f" {' '.join(self.command)}"
             )
-        return dict(json.loads(line))
+        try:
+            return dict(json.loads(line))
+        except json.JSONDecodeError:
+            raise RuntimeError(
+                f"{self.name} worker wrote something other than a protocol message: {line!r}"
+            ) from None
 
     def round(self) -> dict[str, float]:
         assert self.process is not None and self.process.stdin is not None

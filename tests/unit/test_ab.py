@@ -76,3 +76,37 @@ def test_too_few_pairs_for_the_test_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--pairs", "6"])
     assert "at least 7" in capsys.readouterr().err
+
+
+def test_the_worker_protocol_keeps_stdout_to_itself():
+    # DeepSpeed logs "[date] [INFO] ..." to stdout; the coordinator read it as a round and died
+    # on a JSONDecodeError. Library prints, Python's and C's, must land on stderr.
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from perf.ab import protocol_stream\n"
+        "protocol = protocol_stream()\n"
+        "print('[2026-11-29 02:46:20] [INFO] a library logs to stdout')\n"
+        "sys.stdout.flush()\n"
+        "os.write(1, b'a C library writes to fd 1\\n')\n"
+        'print(\'{"ready": "x"}\', file=protocol, flush=True)\n'
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == '{"ready": "x"}\n'
+    assert "a library logs to stdout" in done.stderr and "fd 1" in done.stderr
+
+
+def test_a_line_that_is_no_protocol_message_is_named():
+    import io
+
+    from perf.ab import Side
+
+    class Stub:
+        stdout = io.StringIO("[2026-11-29 02:46:20] [INFO] hello\n")
+
+    side = Side("candidate", ["python"], process=Stub())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match=r"candidate worker wrote something other than a proto"):
+        side._read()
