@@ -38,6 +38,8 @@ class Baseline:
     created_at: str
     git_commit: str | None
     software: Mapping[str, object]
+    # The sessions pooled in it, oldest first: created_at, git_commit, rounds.
+    sessions: tuple[Mapping[str, object], ...] = ()
 
 
 def git_commit(root: Path) -> str | None:
@@ -60,22 +62,58 @@ class BaselineStore:
     def path(self, model: str, config: str, workload: str) -> Path:
         return self.root / self.environment.slug / model / f"{config}__{workload}.json"
 
-    def save(self, result: BenchmarkResult, run: Mapping[str, object]) -> Path:
+    def save(self, result: BenchmarkResult, run: Mapping[str, object], sessions: int = 1) -> Path:
+        """Write ``result`` as the baseline; with ``sessions`` > 1, pooled with the stored
+        baseline's latest ``sessions - 1`` sessions (their rounds kept, the oldest dropped).
+
+        One session's rounds share that hour's machine: on this project's runner a baseline of
+        one session judged 12 later sessions with 54 false verdicts, one pooled from three with
+        6 (docs/results.md, campaign 3). ``sessions`` in the file lists each pooled session's
+        time, commit and rounds, newest last.
+        """
         if not result.metrics:
             raise BaselineError(f"{result.case_id}: nothing measured, no baseline to save")
         path = self.path(result.model, result.config, result.workload)
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        commit = git_commit(self.root)
+        this: dict[str, object] = {
+            "created_at": now,
+            "git_commit": commit,
+            "rounds": len(result.output_lengths),
+        }
+        pooled: list[Mapping[str, object]] = [this]
+        samples = {name: list(m.samples) for name, m in result.metrics.items()}
+        lengths = [list(row) for row in result.output_lengths]
+        previous = self.load(result.model, result.config, result.workload) if sessions > 1 else None
+        if previous is not None:
+            kept = list(previous.sessions)[-(sessions - 1) :]
+            keep_rounds = sum(int(str(s["rounds"])) for s in kept)
+            if set(previous.metrics) != set(samples):
+                raise BaselineError(
+                    f"{path}: stored metrics {sorted(previous.metrics)} differ from this run's"
+                    f" {sorted(samples)}; pool only sessions of the same code and device,"
+                    " or re-record without --perf-baseline-sessions"
+                )
+            for name, metric in previous.metrics.items():
+                samples[name] = list(metric.samples[-keep_rounds:]) + samples[name]
+            lengths = [list(row) for row in previous.output_lengths[-keep_rounds:]] + lengths
+            pooled = kept + pooled
         document = {
             "schema_version": BASELINE_SCHEMA_VERSION,
             "genperf_version": __version__,
-            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "git_commit": git_commit(self.root),
+            "created_at": now,
+            "git_commit": commit,
             "environment": self.environment.to_dict(),
             "run": dict(run),
+            "sessions": pooled,
             "model": result.model,
             "config": result.config,
             "workload": result.workload,
-            "metrics": {name: m.to_dict() for name, m in sorted(result.metrics.items())},
-            "output_lengths": [list(lengths) for lengths in result.output_lengths],
+            "metrics": {
+                name: MetricSamples.of(name, tuple(values)).to_dict()
+                for name, values in sorted(samples.items())
+            },
+            "output_lengths": lengths,
         }
         write_atomic(path, dumps_stable(document))
         return path
@@ -122,4 +160,19 @@ class BaselineStore:
             created_at=str(document.get("created_at", "")),
             git_commit=document.get("git_commit"),
             software=document["environment"].get("software", {}),
+            sessions=_sessions(document, len(lengths)),
         )
+
+
+def _sessions(document: Mapping[str, object], rounds: int) -> tuple[Mapping[str, object], ...]:
+    """The pooled sessions; a file written before pooling is one session of all its rounds."""
+    listed = document.get("sessions")
+    if isinstance(listed, list) and listed:
+        return tuple(dict(s) for s in listed)
+    return (
+        {
+            "created_at": document.get("created_at"),
+            "git_commit": document.get("git_commit"),
+            "rounds": rounds,
+        },
+    )

@@ -416,6 +416,9 @@ class Settings:
     baselines: Path = Path("baselines")  # stored results, one folder per hardware fingerprint
     tolerances: Mapping[str, float] = field(default_factory=dict)  # metric -> % (overrides)
     strict: bool = False  # inconclusive verdicts fail too
+    # Sessions a stored baseline pools (--perf-save-baseline adds one, drops the oldest beyond
+    # this): one session sits wherever the runner was that hour (docs/regressions.md).
+    baseline_sessions: int = 1
     # "probe": timings judged on the baseline runner's speed (perf/compare.py normalize_timings).
     # Off by default: on this project's CPU runner it added false alarms instead of removing
     # them (docs/regressions.md, "Runner-speed normalisation", has the measurements).
@@ -470,6 +473,13 @@ class Settings:
         if not 0 < self.property_min_speed_ratio <= 1:
             raise _fail(
                 where, "property_min_speed_ratio", self.property_min_speed_ratio, "in (0, 1]"
+            )
+        if self.baseline_sessions < 1:
+            raise _fail(
+                where,
+                "baseline_sessions (--perf-baseline-sessions)",
+                self.baseline_sessions,
+                ">= 1",
             )
         if self.normalize not in NORMALIZE_CHOICES:
             raise _fail(
@@ -549,6 +559,7 @@ _SETTINGS_KEYS = {
     "baselines": str,
     "tolerance": dict,
     "strict": bool,
+    "baseline_sessions": int,
     "normalize": str,
     "property_max_batch": int,
     "property_max_new_tokens": int,
@@ -664,6 +675,7 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
             "allow_pickle",
             "reference",
             "strict",
+            "baseline_sessions",
             "normalize",
             "property_max_batch",
             "property_max_new_tokens",

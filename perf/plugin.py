@@ -220,6 +220,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " Default: [tool.genperf] strict, else False",
     )
     group.addoption(
+        "--perf-baseline-sessions",
+        metavar="N",
+        type=int,
+        default=None,
+        help="With --perf-save-baseline: pool this session's rounds with the stored baseline's"
+        " latest N-1 sessions instead of replacing them. Default: [tool.genperf]"
+        " baseline_sessions, else 1",
+    )
+    group.addoption(
         "--perf-normalize",
         choices=NORMALIZE_CHOICES,
         default=None,
@@ -296,6 +305,7 @@ def options_from_config(config: pytest.Config) -> RunOptions:
         ("perf_baselines", "baselines"),
         ("perf_strict", "strict"),
         ("perf_normalize", "normalize"),
+        ("perf_baseline_sessions", "baseline_sessions"),
     ):
         value = config.getoption(option)
         if value is not None:

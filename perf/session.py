@@ -357,7 +357,9 @@ class PerfSession:
             )
             result = dataclasses.replace(result, calibration=calibration)
         if self.options.save_baseline:
-            path = store.save(result, self._baseline_run(case))
+            path = store.save(
+                result, self._baseline_run(case), sessions=self.settings.baseline_sessions
+            )
             return dataclasses.replace(
                 result, baseline_file=str(path), baseline_note="saved as the new baseline"
             )

@@ -181,6 +181,49 @@ def test_save_then_load_round_trips_in_the_documented_layout(tmp_path):
     assert not list(path.parent.glob(".*.tmp"))  # the atomic write left no temporary behind
 
 
+def test_a_baseline_can_pool_the_latest_sessions(tmp_path):
+    store = BaselineStore(tmp_path, ENV)
+    store.save(result((10.0, 11.0, 12.0)), {"rounds": 3})
+    # one session (the default): replaced
+    store.save(result((20.0, 21.0, 22.0)), {"rounds": 3})
+    assert store.load("tiny-llama", "baseline", "w").metrics[TPS].samples == (20.0, 21.0, 22.0)
+    # pooled: the stored session's rounds first, then this one's; provenance per session
+    store.save(result((30.0, 31.0, 32.0)), {"rounds": 3}, sessions=2)
+    pooled = store.load("tiny-llama", "baseline", "w")
+    assert pooled.metrics[TPS].samples == (20.0, 21.0, 22.0, 30.0, 31.0, 32.0)
+    assert pooled.metrics[TPS].median == 26.0
+    assert len(pooled.output_lengths) == 6
+    assert [s["rounds"] for s in pooled.sessions] == [3, 3]
+    # beyond the count the oldest session goes, whatever its rounds
+    store.save(result((40.0, 41.0, 42.0)), {"rounds": 3}, sessions=2)
+    latest = store.load("tiny-llama", "baseline", "w")
+    assert latest.metrics[TPS].samples == (30.0, 31.0, 32.0, 40.0, 41.0, 42.0)
+    assert len(latest.sessions) == 2 and len(latest.output_lengths) == 6
+
+
+def test_pooling_refuses_sessions_that_measured_other_metrics(tmp_path):
+    store = BaselineStore(tmp_path, ENV)
+    store.save(result(), {})
+    other = result()
+    other = BenchmarkResult(
+        **{**other.__dict__, "metrics": {**other.metrics, "ttft_ms": lat(1.0, 2.0, 3.0)}}
+    )
+    with pytest.raises(BaselineError, match="differ from this run's"):
+        store.save(other, {}, sessions=3)
+
+
+def test_baseline_sessions_setting_is_validated():
+    from perf.config import parse_settings
+    from perf.errors import ConfigError
+
+    from .test_config import REPO, minimal
+
+    assert parse_settings(minimal(), "p", REPO).baseline_sessions == 1
+    assert parse_settings(minimal(baseline_sessions=3), "p", REPO).baseline_sessions == 3
+    with pytest.raises(ConfigError, match=r"baseline_sessions \(--perf-baseline-sessions\)"):
+        parse_settings(minimal(baseline_sessions=0), "p", REPO)
+
+
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
