@@ -66,10 +66,10 @@ class BaselineStore:
         """Write ``result`` as the baseline; with ``sessions`` > 1, pooled with the stored
         baseline's latest ``sessions - 1`` sessions (their rounds kept, the oldest dropped).
 
-        One session's rounds share that hour's machine: on this project's runner a baseline of
-        one session judged 12 later sessions with 54 false verdicts, one pooled from three with
-        6 (docs/results.md, campaign 3). ``sessions`` in the file lists each pooled session's
-        time, commit and rounds, newest last.
+        One session's rounds share that hour's machine: on this project's runner the same 10
+        unchanged sessions drew 41 false verdicts from a one-session baseline and 6 from one
+        pooled from three (docs/results.md, campaign 3). ``sessions`` in the file lists each
+        pooled session's time, commit and rounds, newest last.
         """
         if not result.metrics:
             raise BaselineError(f"{result.case_id}: nothing measured, no baseline to save")
