@@ -29,6 +29,7 @@ from perf.compare import (
     Tolerance,
     compare_metric,
     normalize_timings,
+    overrides_for,
     runner_speed,
     tolerance_for,
 )
@@ -470,6 +471,7 @@ def session_drift(
     shifts: dict[tuple[str, str], list[float]] = {}
     failed: dict[tuple[str, str], int] = {}
     tolerance_pct: dict[tuple[str, str], float] = {}
+    tolerances: dict[tuple[str, str], Tolerance] = {}
     rounds: dict[tuple[str, str], list[MetricSamples]] = {}
     stored: dict[tuple[str, str], MetricSamples] = {}
     failed_sessions = 0
@@ -494,7 +496,7 @@ def session_drift(
             for name in GATED:
                 if name not in metrics or name not in baseline.metrics:
                     continue
-                tolerance = tolerance_for(name, is_cuda, overrides)
+                tolerance = tolerance_for(name, is_cuda, overrides_for(overrides, result.config))
                 verdict = compare_metric(metrics[name], baseline.metrics[name], tolerance)
                 sign = -1 if result.metrics[name].better == "higher" else 1
                 key = (result.case_id, name)
@@ -503,6 +505,7 @@ def session_drift(
                 failed[key] = failed.get(key, 0) + regressed
                 session_failed |= regressed
                 tolerance_pct[key] = tolerance.pct
+                tolerances[key] = tolerance
                 rounds.setdefault(key, []).append(metrics[name])
                 stored[key] = baseline.metrics[name]
         failed_sessions += session_failed
@@ -516,7 +519,7 @@ def session_drift(
             min(len(x) for x in sets),
             len(stored[key].samples),
             stored[key].better,
-            tolerance_for(metric, is_cuda, overrides),
+            tolerances[key],
             stored[key].median,
         )
         drifts.append(
@@ -565,7 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="METRIC=PCT",
         action="append",
         default=[],
-        help="Try another tolerance for a metric (repeatable), as --perf-tolerance does",
+        help="Try another tolerance for a metric (repeatable), as --perf-tolerance does:"
+        " METRIC=PCT, or CONFIG:METRIC=PCT for one config",
     )
     parser.add_argument(
         "--normalize",
@@ -577,10 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.pyproject)
-        overrides = {
-            **settings.tolerances,
-            **dict(parse_tolerance(value) for value in args.tolerance),
-        }
+        extra = dict(parse_tolerance(value) for value in args.tolerance)
+        settings = dataclasses.replace(settings, tolerances={**settings.tolerances, **extra})
+        settings.check()
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     baselines = args.baselines or settings.baselines
@@ -597,14 +600,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert isinstance(environment, dict)
     fingerprint = Fingerprint(environment["hardware"], environment.get("software", {}))
     store = BaselineStore(baselines, fingerprint)
+    is_cuda = bool(fingerprint.hardware.get("gpu_name"))
     if args.normalize is not None:
         settings = dataclasses.replace(settings, normalize=args.normalize)
     try:
         summary = session_drift(
             reports,
             store,
-            is_cuda=bool(fingerprint.hardware.get("gpu_name")),
-            overrides=overrides,
+            is_cuda=is_cuda,
+            overrides=settings.tolerance_overrides(is_cuda),
             normalize=settings.normalizes,
         )
     except BaselineError as exc:

@@ -257,6 +257,14 @@ def normalize_timings(
     return scaled
 
 
+def overrides_for(overrides: Mapping[str, float], config: str) -> dict[str, float]:
+    """The per-metric overrides for ``config`` out of ``METRIC`` (every config) and
+    ``CONFIG:METRIC`` (that config only) keys; the config's own win."""
+    plain = {key: pct for key, pct in overrides.items() if ":" not in key}
+    prefix = f"{config}:"
+    return plain | {k.removeprefix(prefix): v for k, v in overrides.items() if k.startswith(prefix)}
+
+
 def tolerance_for(name: str, is_cuda: bool, overrides: Mapping[str, float]) -> Tolerance:
     family = metric_family(name)
     assert family is not None, name

@@ -179,6 +179,10 @@ class RunConfig:
     expect: tuple[Expectation, ...] = field(
         default=(), metadata={"help": "in-run ratio expectations against the reference config"}
     )
+    tolerance: tuple[ConfigTolerance, ...] = field(
+        default=(),
+        metadata={"help": "regression tolerances for this config only (they win over global ones)"},
+    )
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -235,6 +239,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = dataclasses.asdict(self)
         data["expect"] = [e.to_dict() for e in self.expect]
+        data["tolerance"] = [t.to_dict() for t in self.tolerance]
         return data
 
     @classmethod
@@ -243,7 +248,49 @@ class RunConfig:
         expect = fields.pop("expect", [])
         assert isinstance(expect, list | tuple)
         fields["expect"] = tuple(Expectation.from_dict(e) for e in expect)
+        tolerance = fields.pop("tolerance", [])
+        assert isinstance(tolerance, list | tuple)
+        fields["tolerance"] = tuple(ConfigTolerance.from_dict(t) for t in tolerance)
         return _build(cls, fields, "config")
+
+
+@dataclass(frozen=True)
+class ConfigTolerance:
+    """One gated metric's regression tolerance (%) for one config, on one kind of device.
+
+    For a config whose speed the runner does not hold (docs/decisions.md: int8 on this project's
+    CPU runner): the most specific tolerance wins, so a config's own beats the global one.
+    """
+
+    metric: str
+    pct: float
+    device: str = "any"
+
+    def __post_init__(self) -> None:
+        from perf.compare import GATED
+
+        if self.metric not in GATED:
+            # a tolerance on a metric the gate never judges would be silently ignored
+            raise ConfigError(
+                f"tolerance.{self.metric}: not a gated metric; allowed: {', '.join(GATED)}"
+            )
+        if not self.pct >= 0:
+            raise ConfigError(f"tolerance.{self.metric} = {self.pct}: must be a % >= 0")
+        if self.device not in EXPECT_DEVICES:
+            raise ConfigError(
+                f"tolerance.device = {self.device!r}: allowed: {', '.join(EXPECT_DEVICES)}"
+            )
+
+    def applies_to(self, is_cuda: bool) -> bool:
+        return self.device == "any" or (self.device == "cuda") == is_cuda
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> ConfigTolerance:
+        assert isinstance(data, Mapping)
+        return _build(cls, data, "tolerance")
 
 
 @dataclass(frozen=True)
@@ -437,6 +484,21 @@ class Settings:
             return self.reference
         return "baseline" if "baseline" in self.config_defs else None
 
+    def tolerance_overrides(self, is_cuda: bool) -> dict[str, float]:
+        """Every tolerance override that applies on this device: ``METRIC`` keys for all
+        configs, ``CONFIG:METRIC`` keys for one (perf.compare ``overrides_for`` picks them).
+
+        A config's own table (``[tool.genperf.config.NAME.tolerance]``) comes first, so a
+        ``CONFIG:METRIC`` given on the command line replaces it.
+        """
+        scoped = {
+            f"{name}:{t.metric}": t.pct
+            for name, config in self.config_defs.items()
+            for t in config.tolerance
+            if t.applies_to(is_cuda)
+        }
+        return {**scoped, **self.tolerances}
+
     @property
     def normalizes(self) -> bool:
         """Whether the gate judges timings on the baseline runner's speed."""
@@ -489,12 +551,20 @@ class Settings:
             raise _fail(where, "max_hook_overhead_pct", self.max_hook_overhead_pct, "> 0")
         from perf.compare import GATED
 
-        for metric, pct in self.tolerances.items():
+        for key, pct in self.tolerances.items():
+            config, _, metric = key.rpartition(":")
             if metric not in GATED:
                 # a tolerance on a metric the gate never judges would be silently ignored
-                raise _fail(where, f"tolerance.{metric} (--perf-tolerance)", pct, ", ".join(GATED))
+                raise _fail(where, f"tolerance.{key} (--perf-tolerance)", pct, ", ".join(GATED))
+            if config and self.config_defs and config not in self.config_defs:
+                raise _fail(
+                    where,
+                    f"tolerance.{key} (--perf-tolerance)",
+                    pct,
+                    f"CONFIG:METRIC with a defined config ({', '.join(sorted(self.config_defs))})",
+                )
             if not pct >= 0:
-                raise _fail(where, f"tolerance.{metric} (--perf-tolerance)", pct, "a % >= 0")
+                raise _fail(where, f"tolerance.{key} (--perf-tolerance)", pct, "a % >= 0")
         if self.reference is not None and self.reference not in self.config_defs:
             raise _fail(
                 where,
@@ -588,6 +658,7 @@ _CONFIG_KEYS = {
     "quantization": str,
     "parity": str,
     "expect": dict,
+    "tolerance": dict,
 }
 _EXPECT_KEYS = {"min_ratio": float, "max_ratio": float, "device": str}
 _PARITY_KEYS = {
@@ -627,6 +698,7 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
         fields_ = dict(cast(Mapping[str, Any], sub))
         try:
             fields_["expect"] = _parse_expect(fields_.get("expect", {}), sub_where)
+            fields_["tolerance"] = _parse_config_tolerance(fields_.get("tolerance", {}), sub_where)
             config_defs[name] = RunConfig(name=name, **fields_)
         except ConfigError as exc:
             raise ConfigError(f"{sub_where}: {exc}") from None
@@ -721,6 +793,22 @@ def _parse_expect(table: object, where: str) -> tuple[Expectation, ...]:
     return tuple(expectations)
 
 
+def _parse_config_tolerance(table: object, where: str) -> tuple[ConfigTolerance, ...]:
+    """``tolerance = {METRIC = PCT, ..., device = "cpu"}``: one config's own tolerances."""
+    if not isinstance(table, Mapping):
+        raise _fail(where, "tolerance", table, "a table of gated metric = percent (and device)")
+    device = table.get("device", "any")
+    if not isinstance(device, str):
+        raise _fail(where, "tolerance.device", device, ", ".join(EXPECT_DEVICES))
+    out = []
+    for metric, pct in table.items():
+        if metric == "device":
+            continue
+        _check_types(f"{where} tolerance", {metric: pct}, {metric: float})
+        out.append(ConfigTolerance(str(metric), float(cast(float, pct)), device))
+    return tuple(out)
+
+
 def _parse_workload(name: str, table: Mapping[str, object], where: str) -> Workload:
     _check_types(where, table, _WORKLOAD_KEYS)
     for required in ("prompt_class", "batch_size", "max_new_tokens"):
@@ -759,14 +847,18 @@ def load_settings(pyproject: Path) -> Settings:
 
 
 def parse_tolerance(value: str) -> tuple[str, float]:
-    """``"output_tokens_per_s=8"`` -> ``("output_tokens_per_s", 8.0)``."""
+    """``"output_tokens_per_s=8"`` -> ``("output_tokens_per_s", 8.0)``; a ``CONFIG:`` prefix
+    (``"int8:tpot_ms=50"``) scopes it to one config (checked against the configs later)."""
     name, sep, pct = value.partition("=")
     try:
         number = float(pct.rstrip("%"))
     except ValueError:
         number = float("nan")
     if not sep or not name.strip() or not number >= 0:
-        raise ValueError(f"{value!r}: expected METRIC=PERCENT, e.g. output_tokens_per_s=8")
+        raise ValueError(
+            f"{value!r}: expected [CONFIG:]METRIC=PERCENT, e.g. output_tokens_per_s=8"
+            " or int8:tpot_ms=50"
+        )
     return name.strip(), number
 
 

@@ -210,7 +210,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=None,
         help="Override one metric's regression tolerance in %% (repeatable), e.g."
-        " output_tokens_per_s=8. Default: [tool.genperf.tolerance], else built in",
+        " output_tokens_per_s=8, or for one config only: int8:tpot_ms=50 (the most specific"
+        " wins). Default: [tool.genperf.config.NAME.tolerance], [tool.genperf.tolerance],"
+        " else built in",
     )
     group.addoption(
         "--perf-strict",

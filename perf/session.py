@@ -19,7 +19,7 @@ from perf import backends
 from perf.backends import LoadedModel
 from perf.baseline import BaselineStore, git_commit
 from perf.calibrate import calibrate_result
-from perf.compare import GATED, MetricVerdict, compare_result
+from perf.compare import GATED, MetricVerdict, compare_result, overrides_for
 from perf.config import ModelSpec, RunConfig, SamplingParams, Settings, Workload
 from perf.device import DeviceInfo, resolve_device, unavailable_reason
 from perf.errors import BaselineError, GenperfError, ParityError, PerformanceRegression
@@ -352,7 +352,7 @@ class PerfSession:
                 result.metrics,
                 None if baseline is None else baseline.metrics,
                 is_cuda=self.device.is_cuda,
-                overrides=self.settings.tolerances,
+                overrides=self._tolerances(case),
                 target_pct=self.options.calibrate_target_pct,
             )
             result = dataclasses.replace(result, calibration=calibration)
@@ -385,10 +385,16 @@ class PerfSession:
             current_lengths=result.output_lengths,
             baseline_lengths=baseline.output_lengths,
             is_cuda=self.device.is_cuda,
-            overrides=self.settings.tolerances,
+            overrides=self._tolerances(case),
             normalize=self.settings.normalizes,
         )
         return dataclasses.replace(result, verdicts=verdicts, baseline_file=str(baseline.path))
+
+    def _tolerances(self, case: Case) -> dict[str, float]:
+        """The tolerance overrides that apply to this case's config on this device."""
+        return overrides_for(
+            self.settings.tolerance_overrides(self.device.is_cuda), case.config.name
+        )
 
     def _baseline_run(self, case: Case) -> dict[str, object]:
         return {

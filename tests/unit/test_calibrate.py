@@ -173,6 +173,11 @@ def test_session_drift_measures_each_sessions_shift_and_counts_false_alarms(stor
     assert drift.statistical_pct < 10 <= drift.detectable_pct < 12
     wider = session_drift(sessions, store, is_cuda=False, overrides={TPS: 25})
     assert wider.failed_sessions == 0
+    # a config's own tolerance (CONFIG:METRIC) applies to that config only, and wins
+    own = session_drift(sessions, store, is_cuda=False, overrides={TPS: 10, f"baseline:{TPS}": 25})
+    assert own.failed_sessions == 0 and own.drifts[0].tolerance_pct == 25
+    other = session_drift(sessions, store, is_cuda=False, overrides={TPS: 10, f"int8:{TPS}": 25})
+    assert other.failed_sessions == 1
     assert "1 of 3 sessions had a regressed verdict" in "\n".join(summary.lines())
     # the worst shift, 20 %, x 1.2: the tolerance that would have passed all three
     assert summary.suggested_tolerances() == {TPS: 24.0}
@@ -187,6 +192,8 @@ def test_the_drift_command_reads_reports_and_baselines(store, tmp_path, capsys):
     assert main([*args, "--tolerance", f"{TPS}=10"]) == 0
     out = capsys.readouterr().out
     assert "baseline-w" in out and "+20.0" in out and "1 of 1 sessions" in out
+    assert main([*args, "--tolerance", f"{TPS}=10", "--tolerance", f"baseline:{TPS}=25"]) == 0
+    assert "0 of 1 sessions" in capsys.readouterr().out
     assert main([*args, "--baselines", str(tmp_path / "empty")]) == 2
     assert "no baselines" in capsys.readouterr().err
     with pytest.raises(SystemExit):

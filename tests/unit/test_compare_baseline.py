@@ -1,6 +1,7 @@
 """The regression decision on hand-made samples, and the baseline store's layout, atomic
 round trip and validation (each error names the file and the fix)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -19,6 +20,7 @@ from perf.compare import (
     compare_metric,
     compare_result,
     normalize_timings,
+    overrides_for,
     runner_speed,
     tolerance_for,
 )
@@ -268,8 +270,57 @@ def test_tolerance_settings_are_validated():
         parse_settings(minimal(tolerance={"ttft_ms": -1}), "p", REPO)
     assert parse_tolerance("ttft_ms=7.5%") == ("ttft_ms", 7.5)
     for bad in ("ttft_ms", "=5", "ttft_ms=fast", "ttft_ms=-2"):
-        with pytest.raises(ValueError, match="expected METRIC=PERCENT"):
+        with pytest.raises(ValueError, match=r"expected \[CONFIG:\]METRIC=PERCENT"):
             parse_tolerance(bad)
+
+
+def test_a_config_can_carry_its_own_tolerances_and_the_most_specific_wins():
+    """int8 on this project's CPU runner has two speeds (docs/decisions.md): its own wider
+    tolerance must apply to it alone, on the device named, and a CONFIG:METRIC on the command
+    line must replace it."""
+    from perf.config import RunConfig, parse_settings, parse_tolerance
+    from perf.errors import ConfigError
+
+    from .test_config import REPO, minimal
+
+    table = minimal(tolerance={TPS: 30})
+    table["config"]["quant"] = {  # type: ignore[index]
+        "quantization": "int8",
+        "tolerance": {"device": "cpu", TPS: 64, "tpot_ms": 155},
+    }
+    settings = parse_settings(table, "p", REPO)
+    cpu = settings.tolerance_overrides(is_cuda=False)
+    assert overrides_for(cpu, "quant") == {TPS: 64.0, "tpot_ms": 155.0}
+    assert overrides_for(cpu, "baseline") == {TPS: 30.0}
+    assert overrides_for(settings.tolerance_overrides(is_cuda=True), "quant") == {TPS: 30.0}
+    # judged: a 50 % throughput drop regresses the plain config, not the bimodal one
+    now, base = MetricSamples.of(TPS, (10, 10.2, 9.9)), MetricSamples.of(TPS, (20.0,) * 7)
+    verdicts = {
+        config: compare_metric(now, base, tolerance_for(TPS, False, overrides_for(cpu, config)))
+        for config in ("baseline", "quant")
+    }
+    assert verdicts["baseline"].verdict == "regressed"
+    assert verdicts["quant"].verdict == "pass" and verdicts["quant"].tolerance_pct == 64
+    # the command line, scoped, replaces the config's own; unscoped it does not
+    cli = dataclasses.replace(settings, tolerances={TPS: 5.0, "quant:tpot_ms": 20.0})
+    assert overrides_for(cli.tolerance_overrides(False), "quant") == {TPS: 64.0, "tpot_ms": 20.0}
+    # the table survives a report round trip (the baseline's "run" records it)
+    quant = settings.config_defs["quant"]
+    assert RunConfig.from_dict(quant.to_dict()) == quant
+    # bad input names the table, the key and what is allowed
+    for bad, message in (
+        ({"itl_p99_ms": 10}, r"config\.quant\].*tolerance\.itl_p99_ms: not a gated metric"),
+        ({TPS: -1}, r"tolerance\.output_tokens_per_s = -1.0: must be a % >= 0"),
+        ({"device": "gpu", TPS: 5}, r"tolerance\.device = 'gpu': allowed: any, cpu, cuda"),
+        ({TPS: "fast"}, r"config\.quant\] tolerance: output_tokens_per_s = 'fast'"),
+    ):
+        table["config"]["quant"]["tolerance"] = bad  # type: ignore[index]
+        with pytest.raises(ConfigError, match=message):
+            parse_settings(table, "p", REPO)
+    table["config"]["quant"]["tolerance"] = {}  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"tolerance\.nope:tpot_ms.*CONFIG:METRIC"):
+        parse_settings({**table, "tolerance": {"nope:tpot_ms": 5}}, "p", REPO)
+    assert parse_tolerance("int8:tpot_ms=50") == ("int8:tpot_ms", 50.0)
 
 
 # --- judging timings on the baseline runner's speed (the runner-speed probe) -----------------
