@@ -47,6 +47,8 @@ AB_TOLERANCES: dict[str, float] = {
     "ttft_ms": 23.0,  # worst 19.0: one prefill per round, the noisiest
 }
 READY = "ready"
+# Generations of worker processes per workload (--restarts); see run_workload.
+RESTARTS = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +247,9 @@ class Side:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def worker_command(
@@ -269,44 +274,82 @@ class WorkloadAB:
     wall_s: float
 
 
+def generation_sizes(pairs: int, restarts: int) -> list[int]:
+    """How many pairs each generation of worker processes measures: ``pairs`` split as evenly
+    as possible over ``restarts`` generations (10 over 3: 4, 3, 3)."""
+    if not 1 <= restarts <= pairs:
+        raise ValueError(f"restarts = {restarts}: between 1 and the number of pairs ({pairs})")
+    base, extra = divmod(pairs, restarts)
+    return [base + (1 if g < extra else 0) for g in range(restarts)]
+
+
 def run_workload(
     args: argparse.Namespace, workload: str, tolerances: Mapping[str, float]
 ) -> WorkloadAB:
-    sides = {
-        "reference": Side("reference", worker_command(args.reference_python, args, workload, 0.0)),
-        "candidate": Side(
-            "candidate",
-            worker_command(args.candidate_python, args, workload, args.inject_slowdown),
-        ),
+    """The workload's pairs, measured by ``args.restarts`` generations of worker processes.
+
+    A worker process can carry an offset for its whole life (an int4 worker's prefill ran 30 %
+    slower than its identical twin's in all 10 pairs of one session, docs/results.md). Fresh
+    processes every ``pairs / restarts`` pairs confine such an offset to its generation's pairs,
+    and the verdict's median paired change does not move while fewer than half the pairs carry
+    one. Pairs stay in ABBA order across generations.
+    """
+    commands = {
+        "reference": worker_command(args.reference_python, args, workload, 0.0),
+        "candidate": worker_command(args.candidate_python, args, workload, args.inject_slowdown),
     }
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
+    details: dict[str, list[str]] = {name: [] for name in commands}
+    order = abba_order(args.pairs)
+    sizes = generation_sizes(args.pairs, args.restarts)
     started = time.perf_counter()
-    try:
-        for side in sides.values():
-            side.start()
-        for i, name in enumerate(abba_order(args.pairs), 1):
-            sides[name].round()
-            if i % 2 == 0:
-                elapsed = time.perf_counter() - started
-                print(
-                    f"  {workload}: pair {i // 2}/{args.pairs} ({elapsed:.0f} s)", file=sys.stderr
-                )
-    finally:
-        for side in sides.values():
-            side.stop()
+    done = 0
+    for generation, size in enumerate(sizes, 1):
+        sides = {name: Side(name, command) for name, command in commands.items()}
+        try:
+            for side in sides.values():
+                side.start()
+            for i in range(2 * done, 2 * (done + size)):
+                sides[order[i]].round()
+                if i % 2 == 1:
+                    elapsed = time.perf_counter() - started
+                    where = f", workers {generation}/{len(sizes)}" if len(sizes) > 1 else ""
+                    print(
+                        f"  {workload}: pair {i // 2 + 1}/{args.pairs}{where} ({elapsed:.0f} s)",
+                        file=sys.stderr,
+                    )
+        finally:
+            for side in sides.values():
+                side.stop()
+        for name, side in sides.items():
+            rounds[name] += side.rounds
+            details[name].append(side.details)
+        done += size
     verdicts = []
     for metric in AB_METRICS:
-        reference = [r[metric] for r in sides["reference"].rounds if metric in r]
-        candidate = [r[metric] for r in sides["candidate"].rounds if metric in r]
+        reference = [r[metric] for r in rounds["reference"] if metric in r]
+        candidate = [r[metric] for r in rounds["candidate"] if metric in r]
         if len(reference) == len(candidate) == args.pairs:
             tolerance = tolerances[metric]
             verdicts.append(paired_verdict(metric, reference, candidate, tolerance))
     return WorkloadAB(
         workload=workload,
-        reference={"details": sides["reference"].details, "rounds": sides["reference"].rounds},
-        candidate={"details": sides["candidate"].details, "rounds": sides["candidate"].rounds},
+        reference=_side_record(details["reference"], rounds["reference"], sizes),
+        candidate=_side_record(details["candidate"], rounds["candidate"], sizes),
         verdicts=tuple(verdicts),
         wall_s=round(time.perf_counter() - started, 1),
     )
+
+
+def _side_record(
+    details: list[str], rounds: list[dict[str, float]], sizes: list[int]
+) -> dict[str, object]:
+    """A side's worker details and rounds; each round names its worker generation."""
+    generation = [g for g, size in enumerate(sizes, 1) for _ in range(size)]
+    return {
+        "details": details[0] if len(set(details)) == 1 else details,
+        "rounds": [{**r, "generation": g} for r, g in zip(rounds, generation, strict=True)],
+    }
 
 
 def render(results: Sequence[WorkloadAB]) -> str:
@@ -353,6 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=10, help="measured A/B pairs per workload")
     parser.add_argument("--warmup", type=int, default=1, help="discarded rounds per side")
     parser.add_argument(
+        "--restarts",
+        type=int,
+        default=RESTARTS,
+        help="generations of worker processes per workload: both workers are started afresh"
+        " every PAIRS/RESTARTS pairs, so one process's lasting offset cannot decide the verdict"
+        " (docs/regressions.md). Default: %(default)s",
+    )
+    parser.add_argument(
         "--tolerance",
         type=float,
         default=None,
@@ -375,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--pairs {args.pairs}: at least 7, or the signed-rank test can never reach"
             f" p < {ALPHA} (its smallest one-sided p with n pairs is 2^-n)"
         )
+    if not 1 <= args.restarts <= args.pairs:
+        parser.error(f"--restarts {args.restarts}: between 1 and --pairs ({args.pairs})")
     from perf.config import parse_name_list, parse_tolerance
 
     tolerances = {m: args.tolerance or t for m, t in AB_TOLERANCES.items()}
@@ -406,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {
             "config": args.config,
             "pairs": args.pairs,
+            "restarts": args.restarts,
             "order": "A B, B A, ... (ABBA)",
             "results": [asdict(r) for r in results],
         }

@@ -245,8 +245,11 @@ def unquantized_linears(model: torch.nn.Module) -> tuple[list[str], int]:
     plain = (torch.Tensor, torch.nn.Parameter)
     total, left = 0, []
     for name, module in model.named_modules():
-        # Linear, Linear8bitLt, Linear4bit, the dynamic quantized Linear; not its PackedParams
-        if "lm_head" in name.split(".") or not type(module).__name__.endswith("Linear"):
+        # nn.Linear and its subclasses (bitsandbytes' Linear8bitLt and Linear4bit), and torch's
+        # dynamic quantized Linear, which is no nn.Linear; not its LinearPackedParams. (Matching
+        # the class name's end missed bitsandbytes' classes: its configs reported "0/0".)
+        linear = isinstance(module, torch.nn.Linear) or type(module).__name__ == "Linear"
+        if "lm_head" in name.split(".") or not linear:
             continue
         total += 1
         weight = getattr(module, "weight", None)

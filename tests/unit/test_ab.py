@@ -5,7 +5,15 @@ import random
 
 import pytest
 
-from perf.ab import abba_order, main, paired_verdict, worse_log_ratios
+from perf.ab import (
+    AB_TOLERANCES,
+    abba_order,
+    generation_sizes,
+    main,
+    paired_verdict,
+    run_workload,
+    worse_log_ratios,
+)
 
 PAIRS = 10
 
@@ -72,10 +80,93 @@ def test_abba_order_puts_each_side_first_in_half_the_pairs():
     assert firsts.count("reference") == firsts.count("candidate")
 
 
+def test_pairs_are_split_evenly_over_worker_generations():
+    assert generation_sizes(10, 1) == [10]
+    assert generation_sizes(10, 3) == [4, 3, 3]
+    assert generation_sizes(7, 7) == [1] * 7
+    for bad in (0, 11):
+        with pytest.raises(ValueError, match="between 1 and the number of pairs"):
+            generation_sizes(10, bad)
+
+
+def offset_pairs(sizes, offset_generation, change=1.0, offset=1.3, seed=0):
+    """TTFT of A/B pairs where one generation's candidate worker carries a lasting +30 %
+    (the int4 prefill offset of docs/results.md), with 3 % noise per round."""
+    rng = random.Random(seed)
+    reference, candidate = [], []
+    for generation, size in enumerate(sizes):
+        lasting = offset if generation == offset_generation else 1.0
+        for _ in range(size):
+            reference.append(400 * (1 + rng.gauss(0, 0.03)))
+            candidate.append(400 * change * lasting * (1 + rng.gauss(0, 0.03)))
+    return reference, candidate
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_restarted_workers_confine_one_processs_offset_and_still_catch_a_change(seed):
+    tolerance = AB_TOLERANCES["ttft_ms"]
+    # one pair of workers for all 10 pairs: its offset is the verdict
+    one = paired_verdict("ttft_ms", *offset_pairs([10], 0, seed=seed), tolerance_pct=tolerance)
+    assert one.verdict == "regressed"
+    # five generations: the same offset in one of them moves 2 of 10 pairs, not the median
+    sizes = generation_sizes(10, 5)
+    five = paired_verdict("ttft_ms", *offset_pairs(sizes, 2, seed=seed), tolerance_pct=tolerance)
+    assert five.verdict == "pass" and abs(five.median_change_pct) < 8
+    # a real +40 % in every generation is still caught through restarts
+    real = offset_pairs(sizes, None, change=1.4, seed=seed)
+    assert paired_verdict("ttft_ms", *real, tolerance_pct=tolerance).verdict == "regressed"
+
+
+FAKE_WORKER = """#!/usr/bin/env python3
+import json, os, sys
+# speaks the worker protocol; tokens/s is its pid, so each round names its process
+print(json.dumps({"ready": "fake worker %d" % os.getpid()}), flush=True)
+for line in sys.stdin:
+    print(json.dumps({"output_tokens_per_s": float(os.getpid())}), flush=True)
+"""
+
+
+def test_each_generation_runs_in_fresh_worker_processes_in_abba_order(tmp_path):
+    import argparse
+
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_WORKER)
+    fake.chmod(0o755)
+    args = argparse.Namespace(
+        reference_python=str(fake),
+        candidate_python=str(fake),
+        pyproject="pyproject.toml",
+        config="baseline",
+        model=None,
+        device=None,
+        warmup=1,
+        inject_slowdown=0.0,
+        pairs=7,
+        restarts=3,
+    )
+    result = run_workload(args, "short-b1", AB_TOLERANCES)
+    for side in (result.reference, result.candidate):
+        rounds = side["rounds"]
+        assert [r["generation"] for r in rounds] == [1, 1, 1, 2, 2, 3, 3]
+        pids = [r["output_tokens_per_s"] for r in rounds]
+        # one process per side and generation, never shared across generations
+        assert len({pids[0], pids[3], pids[5]}) == 3
+        assert pids[0:3].count(pids[0]) == 3 and pids[3] == pids[4] and pids[5] == pids[6]
+        assert len(side["details"]) == 3
+    reference_pids = {r["output_tokens_per_s"] for r in result.reference["rounds"]}
+    candidate_pids = {r["output_tokens_per_s"] for r in result.candidate["rounds"]}
+    assert not reference_pids & candidate_pids
+    (verdict,) = result.verdicts
+    assert verdict.pairs == 7
+
+
 def test_too_few_pairs_for_the_test_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--pairs", "6"])
     assert "at least 7" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--pairs", "8", "--restarts", "9"])
+    assert "--restarts 9: between 1 and --pairs (8)" in capsys.readouterr().err
 
 
 def test_the_worker_protocol_keeps_stdout_to_itself():

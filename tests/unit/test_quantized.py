@@ -258,8 +258,24 @@ def test_layers_a_method_skipped_are_counted_and_named():
     )
     assert unquantized_linears(model) == (["q_proj"], 2)
 
-    class DynamicQuantizedLinear(torch.nn.Module):  # torch's dynamic int8: no nn.Linear left
+    class Linear(torch.nn.Module):  # torch's dynamic int8 module: no nn.Linear left
         pass
 
-    model.q_proj = DynamicQuantizedLinear()
+    model.q_proj = Linear()
     assert unquantized_linears(model) == ([], 2)
+
+
+def test_bitsandbytes_layers_are_counted_as_quantized():
+    # bitsandbytes' Linear4bit / Linear8bitLt subclass nn.Linear with their own parameter
+    # types; the count once matched class names ending in "Linear" and reported "0/0" for them,
+    # which also disarmed the "quantized none of the layers" guard for both bnb methods.
+    bnb = pytest.importorskip("bitsandbytes")
+    import torch
+
+    from perf.backends.quantized import unquantized_linears
+
+    model = torch.nn.Module()
+    model.up_proj = bnb.nn.Linear4bit(64, 64, quant_type="nf4")
+    model.gate_proj = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)
+    model.down_proj = torch.nn.Linear(64, 64)
+    assert unquantized_linears(model) == (["down_proj"], 3)
