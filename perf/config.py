@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import tomllib
 
@@ -254,8 +254,29 @@ class RunConfig:
         return _build(cls, fields, "config")
 
 
+_S = TypeVar("_S", bound="_DeviceScoped")
+
+
+class _DeviceScoped:
+    """A per-config setting that applies on one kind of device: ``device`` is any, cpu, cuda."""
+
+    device: str
+    _table: ClassVar[str]  # its key in a config's table, for error messages
+
+    def applies_to(self, is_cuda: bool) -> bool:
+        return self.device == "any" or (self.device == "cuda") == is_cuda
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_S], data: object) -> _S:
+        assert isinstance(data, Mapping)
+        return _build(cls, data, cls._table)
+
+
 @dataclass(frozen=True)
-class ConfigTolerance:
+class ConfigTolerance(_DeviceScoped):
     """One gated metric's regression tolerance (%) for one config, on one kind of device.
 
     For a config whose speed the runner does not hold (docs/decisions.md: int8 on this project's
@@ -265,6 +286,7 @@ class ConfigTolerance:
     metric: str
     pct: float
     device: str = "any"
+    _table: ClassVar[str] = "tolerance"
 
     def __post_init__(self) -> None:
         from perf.compare import GATED
@@ -281,20 +303,9 @@ class ConfigTolerance:
                 f"tolerance.device = {self.device!r}: allowed: {', '.join(EXPECT_DEVICES)}"
             )
 
-    def applies_to(self, is_cuda: bool) -> bool:
-        return self.device == "any" or (self.device == "cuda") == is_cuda
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: object) -> ConfigTolerance:
-        assert isinstance(data, Mapping)
-        return _build(cls, data, "tolerance")
-
 
 @dataclass(frozen=True)
-class Expectation:
+class Expectation(_DeviceScoped):
     """An in-run expectation: this config's median of ``metric`` / the reference's, bounded.
 
     ``metric = "peak_memory"`` stands for the device's memory metric (docs/metrics.md).
@@ -304,6 +315,7 @@ class Expectation:
     min_ratio: float | None = None
     max_ratio: float | None = None
     device: str = "any"
+    _table: ClassVar[str] = "expect"
 
     def __post_init__(self) -> None:
         from perf.metrics import METRICS, PEAK_MEMORY
@@ -325,9 +337,6 @@ class Expectation:
                 f" {', '.join(EXPECT_DEVICES)}"
             )
 
-    def applies_to(self, is_cuda: bool) -> bool:
-        return self.device == "any" or (self.device == "cuda") == is_cuda
-
     def fails(self, ratio: float) -> str | None:
         """None when ``ratio`` meets the expectation, else what was expected."""
         if self.min_ratio is not None and ratio < self.min_ratio:
@@ -335,14 +344,6 @@ class Expectation:
         if self.max_ratio is not None and ratio > self.max_ratio:
             return f"<= {self.max_ratio:g}x"
         return None
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: object) -> Expectation:
-        assert isinstance(data, Mapping)
-        return _build(cls, data, "expect")
 
 
 @dataclass(frozen=True)
