@@ -265,6 +265,26 @@ def overrides_for(overrides: Mapping[str, float], config: str) -> dict[str, floa
     return plain | {k.removeprefix(prefix): v for k, v in overrides.items() if k.startswith(prefix)}
 
 
+def mark_own_tolerances(
+    verdicts: Mapping[str, MetricVerdict], overrides: Mapping[str, float], config: str
+) -> dict[str, MetricVerdict]:
+    """``verdicts`` with a note on each one judged at ``config``'s own tolerance, so a reader
+    of "int8 +100 % TPOT: pass" or of a failure sees where its tolerance came from."""
+    marked = dict(verdicts)
+    for key in overrides:
+        scope, _, name = key.rpartition(":")
+        if scope == config and name in marked:
+            verdict = marked[name]
+            note = (
+                f"{config}'s own tolerance ([tool.genperf.config.{config}.tolerance]"
+                f" or --perf-tolerance {config}:{name}=PCT)"
+            )
+            marked[name] = dataclasses.replace(
+                verdict, note=f"{verdict.note}; {note}" if verdict.note else note
+            )
+    return marked
+
+
 def tolerance_for(name: str, is_cuda: bool, overrides: Mapping[str, float]) -> Tolerance:
     family = metric_family(name)
     assert family is not None, name

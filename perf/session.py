@@ -19,7 +19,13 @@ from perf import backends
 from perf.backends import LoadedModel
 from perf.baseline import BaselineStore, git_commit
 from perf.calibrate import calibrate_result
-from perf.compare import GATED, MetricVerdict, compare_result, overrides_for
+from perf.compare import (
+    GATED,
+    MetricVerdict,
+    compare_result,
+    mark_own_tolerances,
+    overrides_for,
+)
 from perf.config import ModelSpec, RunConfig, SamplingParams, Settings, Workload
 from perf.device import DeviceInfo, resolve_device, unavailable_reason
 from perf.errors import BaselineError, GenperfError, ParityError, PerformanceRegression
@@ -387,6 +393,9 @@ class PerfSession:
             is_cuda=self.device.is_cuda,
             overrides=self._tolerances(case),
             normalize=self.settings.normalizes,
+        )
+        verdicts = mark_own_tolerances(
+            verdicts, self.settings.tolerance_overrides(self.device.is_cuda), case.config.name
         )
         return dataclasses.replace(result, verdicts=verdicts, baseline_file=str(baseline.path))
 

@@ -123,6 +123,17 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
         details["peak_rss_delta_mib"]["baseline_median"] + 200
     )
 
+    # The same growth judged at this config's own tolerance (the CONFIG:METRIC form, as for a
+    # config whose memory the runner does not hold): it passes, and its verdict says why.
+    own = "baseline:peak_rss_delta_mib=100000"
+    lenient, judged = run(
+        pytester, tmp_path, "r5", "--perf-inject-memory", "256", "--perf-tolerance", own
+    )
+    lenient.assert_outcomes(passed=1)
+    memory = {d["metric"]: d for d in judged["verdict_details"]}["peak_rss_delta_mib"]
+    assert memory["verdict"] == "pass" and memory["tolerance_pct"] == 100000
+    assert "baseline's own tolerance" in memory["note"]
+
 
 def test_a_baseline_of_other_hardware_fails_with_the_fix(project, tmp_path):
     pytester, baselines = project

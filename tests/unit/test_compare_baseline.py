@@ -19,6 +19,7 @@ from perf.compare import (
     compare_lengths,
     compare_metric,
     compare_result,
+    mark_own_tolerances,
     normalize_timings,
     overrides_for,
     runner_speed,
@@ -304,6 +305,12 @@ def test_a_config_can_carry_its_own_tolerances_and_the_most_specific_wins():
     # the command line, scoped, replaces the config's own; unscoped it does not
     cli = dataclasses.replace(settings, tolerances={TPS: 5.0, "quant:tpot_ms": 20.0})
     assert overrides_for(cli.tolerance_overrides(False), "quant") == {TPS: 64.0, "tpot_ms": 20.0}
+    # a verdict judged at the config's own tolerance says so; the others do not
+    judged = {"quant": verdicts["quant"], TPS: verdicts["quant"], "tpot_ms": verdicts["baseline"]}
+    marked = mark_own_tolerances(judged, cpu, "quant")
+    assert "quant's own tolerance ([tool.genperf.config.quant.tolerance]" in marked[TPS].note
+    assert "--perf-tolerance quant:tpot_ms=PCT" in marked["tpot_ms"].note
+    assert marked["quant"].note == "" and mark_own_tolerances(judged, cpu, "baseline") == judged
     # the table survives a report round trip (the baseline's "run" records it)
     quant = settings.config_defs["quant"]
     assert RunConfig.from_dict(quant.to_dict()) == quant
