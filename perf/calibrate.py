@@ -470,7 +470,6 @@ def session_drift(
 
     shifts: dict[tuple[str, str], list[float]] = {}
     failed: dict[tuple[str, str], int] = {}
-    tolerance_pct: dict[tuple[str, str], float] = {}
     tolerances: dict[tuple[str, str], Tolerance] = {}
     rounds: dict[tuple[str, str], list[MetricSamples]] = {}
     stored: dict[tuple[str, str], MetricSamples] = {}
@@ -504,7 +503,6 @@ def session_drift(
                 regressed = verdict.verdict == "regressed"
                 failed[key] = failed.get(key, 0) + regressed
                 session_failed |= regressed
-                tolerance_pct[key] = tolerance.pct
                 tolerances[key] = tolerance
                 rounds.setdefault(key, []).append(metrics[name])
                 stored[key] = baseline.metrics[name]
@@ -528,7 +526,7 @@ def session_drift(
                 metric,
                 tuple(values),
                 failed[key],
-                tolerance_pct[key],
+                tolerances[key].pct,
                 noise_pct=100 * noise,
                 detectable_pct=None if gate is None else 100 * gate,
                 statistical_pct=None if alone is None else 100 * alone,
