@@ -87,6 +87,10 @@ class MetricVerdict:
             + (f"; {self.note}" if self.note else "")
         )
 
+    def with_note(self, note: str) -> MetricVerdict:
+        """This verdict with ``note`` added after any it has."""
+        return dataclasses.replace(self, note=f"{self.note}; {note}" if self.note else note)
+
     def to_dict(self) -> dict[str, object]:
         return {
             "metric": self.metric,
@@ -274,14 +278,11 @@ def mark_own_tolerances(
     for key in overrides:
         scope, _, name = key.rpartition(":")
         if scope == config and name in marked:
-            verdict = marked[name]
             note = (
                 f"{config}'s own tolerance ([tool.genperf.config.{config}.tolerance]"
                 f" or --perf-tolerance {config}:{name}=PCT)"
             )
-            marked[name] = dataclasses.replace(
-                verdict, note=f"{verdict.note}; {note}" if verdict.note else note
-            )
+            marked[name] = marked[name].with_note(note)
     return marked
 
 
@@ -324,9 +325,7 @@ def compare_result(
                     f"judged on the baseline runner's speed: {speed.describe()};"
                     f" raw {raw:.4g} {current[name].unit} ({100 * (raw - base) / base:+.1f}%)"
                 )
-                verdict = dataclasses.replace(
-                    verdict, note=f"{verdict.note}; {note}" if verdict.note else note
-                )
+                verdict = verdict.with_note(note)
             verdicts[name] = verdict
     if greedy:
         for name in LENGTH_METRICS:

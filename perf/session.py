@@ -347,6 +347,9 @@ class PerfSession:
         is usable, else as this session's rounds on both sides.
         """
         store = self.store
+        # every override on this device (CONFIG:METRIC keys included), and this config's share
+        overrides = self.settings.tolerance_overrides(self.device.is_cuda)
+        own = overrides_for(overrides, case.config.name)
         baseline, error = None, None
         if not self.options.save_baseline:
             try:
@@ -358,7 +361,7 @@ class PerfSession:
                 result.metrics,
                 None if baseline is None else baseline.metrics,
                 is_cuda=self.device.is_cuda,
-                overrides=self._tolerances(case),
+                overrides=own,
                 target_pct=self.options.calibrate_target_pct,
             )
             result = dataclasses.replace(result, calibration=calibration)
@@ -391,19 +394,11 @@ class PerfSession:
             current_lengths=result.output_lengths,
             baseline_lengths=baseline.output_lengths,
             is_cuda=self.device.is_cuda,
-            overrides=self._tolerances(case),
+            overrides=own,
             normalize=self.settings.normalizes,
         )
-        verdicts = mark_own_tolerances(
-            verdicts, self.settings.tolerance_overrides(self.device.is_cuda), case.config.name
-        )
+        verdicts = mark_own_tolerances(verdicts, overrides, case.config.name)
         return dataclasses.replace(result, verdicts=verdicts, baseline_file=str(baseline.path))
-
-    def _tolerances(self, case: Case) -> dict[str, float]:
-        """The tolerance overrides that apply to this case's config on this device."""
-        return overrides_for(
-            self.settings.tolerance_overrides(self.device.is_cuda), case.config.name
-        )
 
     def _baseline_run(self, case: Case) -> dict[str, object]:
         return {
