@@ -129,7 +129,8 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
     lenient, judged = run(
         pytester, tmp_path, "r5", "--perf-inject-memory", "256", "--perf-tolerance", own
     )
-    lenient.assert_outcomes(passed=1)
+    # only memory is the subject: a timing verdict may fall either way on a loaded runner
+    assert "peak_rss_delta_mib: regressed" not in lenient.stdout.str()
     memory = {d["metric"]: d for d in judged["verdict_details"]}["peak_rss_delta_mib"]
     assert memory["verdict"] == "pass" and memory["tolerance_pct"] == 100000
     assert "baseline's own tolerance" in memory["note"]
