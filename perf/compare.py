@@ -62,6 +62,10 @@ def metric_family(name: str) -> str | None:
     return None if spec is None else FAMILY_BY_UNIT.get(spec.unit)
 
 
+# The note ``merge_remeasured`` puts on a verdict a re-measurement decided.
+REMEASURED = "re-measurement"
+
+
 @dataclass(frozen=True)
 class MetricVerdict:
     """One metric's comparison with its baseline, with everything a reviewer needs."""
@@ -86,6 +90,11 @@ class MetricVerdict:
             f" {self.current_median:.4g} {self.unit} ({self.change_pct:+.1f}%{tol}{p})"
             + (f"; {self.note}" if self.note else "")
         )
+
+    @property
+    def remeasured(self) -> bool:
+        """Whether a re-measurement decided this verdict (``merge_remeasured``)."""
+        return REMEASURED in self.note
 
     def with_note(self, note: str) -> MetricVerdict:
         """This verdict with ``note`` added after any it has."""
@@ -284,6 +293,35 @@ def mark_own_tolerances(
             )
             marked[name] = marked[name].with_note(note)
     return marked
+
+
+def failing_verdicts(strict: bool) -> frozenset[Verdict]:
+    """The verdicts that fail a benchmark's test: ``regressed``, and ``inconclusive`` when
+    strict."""
+    return frozenset({"regressed", "inconclusive"} if strict else {"regressed"})
+
+
+def merge_remeasured(
+    verdicts: Mapping[str, MetricVerdict],
+    again: Mapping[str, MetricVerdict],
+    failing: frozenset[Verdict],
+    attempt: int,
+) -> dict[str, MetricVerdict]:
+    """Two consecutive bad points: each metric that failed in ``verdicts`` is judged by its
+    verdict in the re-measurement ``again`` (the ``attempt``-th); every other metric keeps its
+    verdict, so a metric fails only if it failed in every measurement it was judged on. The
+    replacing verdict's note gives the earlier one."""
+    merged = dict(verdicts)
+    for name, before in verdicts.items():
+        if before.verdict not in failing or name not in again:
+            continue
+        change = "" if before.change_pct is None else f" ({before.change_pct:+.1f}%)"
+        if again[name].verdict in failing:
+            note = f"{again[name].verdict} again on {REMEASURED} {attempt}"
+        else:
+            note = f"{REMEASURED} {attempt}: it did not persist"
+        merged[name] = again[name].with_note(f"{note}; before: {before.verdict}{change}")
+    return merged
 
 
 def tolerance_for(name: str, is_cuda: bool, overrides: Mapping[str, float]) -> Tolerance:

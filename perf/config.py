@@ -464,6 +464,10 @@ class Settings:
     baselines: Path = Path("baselines")  # stored results, one folder per hardware fingerprint
     tolerances: Mapping[str, float] = field(default_factory=dict)  # metric -> % (overrides)
     strict: bool = False  # inconclusive verdicts fail too
+    # A case whose gate fails is measured again up to this many times; a metric fails only if
+    # it fails every time ("two consecutive bad points"): this runner's int4 excursions lasted
+    # one workload of one session (docs/decisions.md, "Re-measure before failing").
+    remeasure: int = 1
     # Sessions a stored baseline pools (--perf-save-baseline adds one, drops the oldest beyond
     # this): one session sits wherever the runner was that hour (docs/regressions.md).
     baseline_sessions: int = 1
@@ -537,6 +541,8 @@ class Settings:
             raise _fail(
                 where, "property_min_speed_ratio", self.property_min_speed_ratio, "in (0, 1]"
             )
+        if self.remeasure < 0:
+            raise _fail(where, "remeasure (--perf-remeasure)", self.remeasure, "an integer >= 0")
         if self.baseline_sessions < 1:
             raise _fail(
                 where,
@@ -630,6 +636,7 @@ _SETTINGS_KEYS = {
     "baselines": str,
     "tolerance": dict,
     "strict": bool,
+    "remeasure": int,
     "baseline_sessions": int,
     "normalize": str,
     "property_max_batch": int,
@@ -748,6 +755,7 @@ def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> 
             "allow_pickle",
             "reference",
             "strict",
+            "remeasure",
             "baseline_sessions",
             "normalize",
             "property_max_batch",

@@ -222,6 +222,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " Default: [tool.genperf] strict, else False",
     )
     group.addoption(
+        "--perf-remeasure",
+        metavar="N",
+        type=parse_nonnegative_int,
+        default=None,
+        help="Measure a case whose gate fails again, up to N times; a metric fails only if it"
+        " fails every time (0: fail on the first measurement). Default: [tool.genperf]"
+        " remeasure, else 1",
+    )
+    group.addoption(
         "--perf-baseline-sessions",
         metavar="N",
         type=int,
@@ -306,6 +315,7 @@ def options_from_config(config: pytest.Config) -> RunOptions:
         ("perf_warmup", "warmup"),
         ("perf_baselines", "baselines"),
         ("perf_strict", "strict"),
+        ("perf_remeasure", "remeasure"),
         ("perf_normalize", "normalize"),
         ("perf_baseline_sessions", "baseline_sessions"),
     ):

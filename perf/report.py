@@ -83,7 +83,10 @@ def verdict_summary(result: BenchmarkResult) -> str:
         for v in result.verdicts.values()
         if v.verdict == kind and v.change_pct is not None
     ]
-    return "; ".join(parts) if parts else "pass"
+    summary = "; ".join(parts) if parts else "pass"
+    if result.remeasured:
+        summary += f" (re-measured {len(result.remeasured)}x)"
+    return summary
 
 
 def _parity(result: BenchmarkResult) -> str:
@@ -138,6 +141,13 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
         if r.comparison_note:
             lines.append(f"{r.case_id}: {r.comparison_note}")
         lines += [f"{r.case_id}: {v.describe()}" for v in r.regressions + r.inconclusive]
+        cleared = [v for v in r.verdicts.values() if v.remeasured and v not in r.regressions]
+        if cleared and not r.regressions:
+            lines.append(
+                f"{r.case_id}: the gate failed on the first measurement but not on"
+                f" re-measurement ({len(r.remeasured)}x, --perf-remeasure): "
+                + "; ".join(v.describe() for v in cleared)
+            )
         if r.baseline_error:
             lines.append(f"{r.case_id}: {r.baseline_error}")
     missing = [r.case_id for r in results if r.baseline_note.startswith("no baseline")]

@@ -62,6 +62,35 @@ class RoundMeasurement:
 
 
 @dataclass(frozen=True)
+class Remeasurement:
+    """One more measurement of a case whose gate failed (``--perf-remeasure``): its rounds and
+    its own verdicts against the same baseline, kept whole in the reports."""
+
+    metrics: Mapping[str, MetricSamples]
+    output_lengths: tuple[tuple[int, ...], ...]
+    verdicts: Mapping[str, MetricVerdict]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "metrics": {name: m.to_dict() for name, m in sorted(self.metrics.items())},
+            "output_lengths": [list(lengths) for lengths in self.output_lengths],
+            "verdict_details": [v.to_dict() for _, v in sorted(self.verdicts.items())],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Remeasurement:
+        metrics, lengths = data.get("metrics") or {}, data.get("output_lengths") or []
+        details = data.get("verdict_details") or []
+        assert isinstance(metrics, Mapping) and isinstance(lengths, list)
+        assert isinstance(details, list)
+        return cls(
+            metrics={str(k): MetricSamples.from_dict(str(k), v) for k, v in metrics.items()},
+            output_lengths=tuple(tuple(int(n) for n in row) for row in lengths),
+            verdicts={str(d["metric"]): MetricVerdict.from_dict(d) for d in details},
+        )
+
+
+@dataclass(frozen=True)
 class BenchmarkResult:
     """All measured rounds of one (model, config, workload), or the reason it was skipped."""
 
@@ -92,6 +121,9 @@ class BenchmarkResult:
     baseline_file: str = ""
     baseline_note: str = ""  # no baseline yet / saved as the new baseline / why it is unusable
     baseline_error: str | None = None  # the stored baseline could not be used
+    # --perf-remeasure: the case's later measurements, after its gate failed on ``metrics``;
+    # ``verdicts`` then holds each metric's verdict from the measurement that decided it.
+    remeasured: tuple[Remeasurement, ...] = ()
     # --perf-calibrate: each gated metric's noise and smallest detectable regression
     calibration: tuple[MetricCalibration, ...] = ()
 
@@ -180,6 +212,7 @@ class BenchmarkResult:
             "baseline_file": self.baseline_file,
             "baseline_note": self.baseline_note,
             "baseline_error": self.baseline_error,
+            "remeasured": [r.to_dict() for r in self.remeasured],
             "calibration": [c.to_dict() for c in self.calibration],
             "skipped": self.skipped,
             "error": self.error,
@@ -238,6 +271,10 @@ class BenchmarkResult:
             baseline_file=str(data.get("baseline_file", "")),
             baseline_note=str(data.get("baseline_note", "")),
             baseline_error=None if baseline_error is None else str(baseline_error),
+            remeasured=tuple(
+                Remeasurement.from_dict(r)
+                for r in data.get("remeasured") or ()  # type: ignore[attr-defined]
+            ),
             calibration=tuple(
                 MetricCalibration.from_dict(c)
                 for c in data.get("calibration") or ()  # type: ignore[attr-defined]

@@ -99,6 +99,13 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
     assert caught, slowed["verdicts"]
     assert all(slowed["verdicts"][m] in ("regressed", "inconclusive") for m in timing)
     assert slowed["verdicts"]["output_length_tokens"] == "pass"  # same tokens, only slower
+    # The slowdown persists, so the re-measurement (--perf-remeasure, default 1) confirms it
+    assert len(slowed["remeasured"]) == 1
+    notes = {d["metric"]: d["note"] for d in slowed["verdict_details"]}
+    assert all("again on re-measurement 1" in notes[m] for m in caught)
+    slow.stdout.fnmatch_lines(
+        ["*baseline-greedy-b2: the gate failed, re-measurement 1: round 7/7*"]
+    )
     slow.stdout.fnmatch_lines(
         [
             "*PerformanceRegression: baseline-greedy-b2: regression against the stored baseline:"
@@ -118,6 +125,7 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
     heavy, grown = run(pytester, tmp_path, "r4", "--perf-inject-memory", "256")
     assert heavy.ret == pytest.ExitCode.TESTS_FAILED
     assert grown["verdicts"]["peak_rss_delta_mib"] == "regressed"
+    assert len(grown["remeasured"]) == 1
     details = {d["metric"]: d for d in grown["verdict_details"]}
     assert details["peak_rss_delta_mib"]["current_median"] > (
         details["peak_rss_delta_mib"]["baseline_median"] + 200

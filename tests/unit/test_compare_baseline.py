@@ -19,7 +19,9 @@ from perf.compare import (
     compare_lengths,
     compare_metric,
     compare_result,
+    failing_verdicts,
     mark_own_tolerances,
+    merge_remeasured,
     normalize_timings,
     overrides_for,
     runner_speed,
@@ -428,3 +430,38 @@ def test_normalize_setting_is_validated_and_off_by_default():
     assert not parse_settings(minimal(normalize="none"), "p", REPO).normalizes
     with pytest.raises(ConfigError, match=r"normalize \(--perf-normalize\).*none, probe"):
         parse_settings(minimal(normalize="yes"), "p", REPO)
+
+
+def _v(metric, verdict, change=None):
+    return MetricVerdict(metric, verdict, "ms", 100.0, 100.0 + (change or 0), change, 35.0)
+
+
+def test_remeasurement_judges_only_what_failed_and_a_metric_fails_only_if_it_fails_again():
+    before = {
+        "tpot_ms": _v("tpot_ms", "regressed", 52.1),
+        "e2e_latency_ms": _v("e2e_latency_ms", "regressed", 42.5),
+        "ttft_ms": _v("ttft_ms", "pass", 3.0),
+        "peak_rss_delta_mib": _v("peak_rss_delta_mib", "inconclusive", 50.0),
+        "output_length_tokens": _v("output_length_tokens", "regressed"),
+    }
+    again = {
+        "tpot_ms": _v("tpot_ms", "pass", 4.0),
+        "e2e_latency_ms": _v("e2e_latency_ms", "regressed", 40.0),
+        "ttft_ms": _v("ttft_ms", "regressed", 60.0),  # passed first: not judged again
+        "peak_rss_delta_mib": _v("peak_rss_delta_mib", "pass", 1.0),
+    }
+    merged = merge_remeasured(before, again, failing_verdicts(strict=False), 1)
+    assert merged["tpot_ms"].verdict == "pass" and merged["tpot_ms"].change_pct == 4.0
+    assert merged["tpot_ms"].note == (
+        "re-measurement 1: it did not persist; before: regressed (+52.1%)"
+    )
+    assert merged["tpot_ms"].remeasured
+    assert merged["e2e_latency_ms"].verdict == "regressed"
+    assert merged["e2e_latency_ms"].note.startswith("regressed again on re-measurement 1")
+    assert merged["ttft_ms"] == before["ttft_ms"] and not merged["ttft_ms"].remeasured
+    # inconclusive fails only under --perf-strict; a metric the re-measurement lacks keeps its own
+    assert merged["peak_rss_delta_mib"] == before["peak_rss_delta_mib"]
+    assert merged["output_length_tokens"] == before["output_length_tokens"]
+    strict = merge_remeasured(before, again, failing_verdicts(strict=True), 2)
+    assert strict["peak_rss_delta_mib"].verdict == "pass"
+    assert "re-measurement 2" in strict["peak_rss_delta_mib"].note

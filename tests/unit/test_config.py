@@ -91,6 +91,11 @@ def test_missing_pyproject_gives_defaults(tmp_path):
         ),
         ({"config": {"c": {"dtype": "int3"}}}, "[tool.genperf.config.c]: dtype = 'int3'"),
         ({"config": {"c": {"backend": "onnx"}}}, "backend = 'onnx': allowed: hf"),
+        (
+            {"remeasure": -1},
+            "remeasure (--perf-remeasure) = -1 is not valid; allowed: an integer >= 0",
+        ),
+        ({"remeasure": "twice"}, "remeasure"),
     ],
 )
 def test_bad_settings_name_the_key_and_what_is_allowed(table, fragment, tmp_path):

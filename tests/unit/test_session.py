@@ -122,3 +122,100 @@ def test_a_model_loads_once_per_config_and_failures_are_not_retried(monkeypatch,
         with pytest.raises(ModelLoadError, match="broken weights"):
             session.loaded(b)
     assert loads == ["a", "b"]
+
+
+# --perf-remeasure. The slowdown is applied to measured rounds by call number (5x e2e time, so
+# -80 % tokens/s and +400 % e2e: 5 against 5 rounds reach p = 0.004); the untouched timings and
+# memory get tolerances no unchanged tiny-model run reaches, so only the injected change counts.
+REMEASURE_TABLE = {
+    "rounds": 5,
+    "warmup": 0,
+    "hook_check_rounds": 0,
+    "tolerance": {"ttft_ms": 10_000, "tpot_ms": 10_000, "peak_rss_delta_mib": 10_000},
+}
+SLOWED = ("output_tokens_per_s", "e2e_latency_ms")
+
+
+def remeasure_session(tiny_loaded, baselines, monkeypatch, slow_calls, **overrides):
+    """A session judged against a baseline just saved in ``baselines``, whose rounds are 5x
+    slower on the measure calls numbered in ``slow_calls`` (from 1)."""
+    import dataclasses
+
+    table = {**REMEASURE_TABLE, "baselines": str(baselines), **overrides}
+    settings = make_session(**table).settings
+    spec = ModelSpec.resolve("tiny", REPO, "test")
+    sessions = []
+    for save in (True, False):
+        s = PerfSession(RunOptions(True, settings, spec, save_baseline=save))
+        s._loaded, s._loaded_for = tiny_loaded, s.cases()[0].config
+        sessions.append(s)
+    saver, session = sessions
+    saver.run(saver.cases()[0], pedantic)
+
+    runner_type = type(session.runner(session.cases()[0]))
+    real_measure, calls = runner_type.measure, []
+
+    def measure(runner):
+        calls.append(1)
+        m = real_measure(runner)
+        return dataclasses.replace(m, e2e_ms=5 * m.e2e_ms) if len(calls) in slow_calls else m
+
+    monkeypatch.setattr(runner_type, "measure", measure)
+    return session, calls
+
+
+def test_a_failure_that_does_not_persist_on_remeasurement_passes(
+    tiny_loaded, tmp_path, monkeypatch
+):
+    session, calls = remeasure_session(tiny_loaded, tmp_path, monkeypatch, range(1, 6))
+    lines = []
+    (case,) = session.cases()
+    result = session.run(case, pedantic, progress=lines.append)
+    assert len(calls) == 10  # 5 rounds, then 5 more once the gate failed
+    (again,) = result.remeasured
+    assert {m: again.verdicts[m].verdict for m in SLOWED} == dict.fromkeys(SLOWED, "pass")
+    for metric in SLOWED:
+        verdict = result.verdicts[metric]
+        assert verdict.verdict == "pass" and verdict.remeasured
+        assert "re-measurement 1: it did not persist; before: regressed" in verdict.note
+    # the first measurement is what the result reports (and pytest-benchmark recorded)
+    first = result.metrics["e2e_latency_ms"].median
+    assert first > 3 * again.metrics["e2e_latency_ms"].median
+    assert "re-measurement 1: round 5/5" in lines[-1]
+    session.check(result)  # passes
+
+
+def test_a_failure_that_persists_fails_and_remeasure_0_fails_at_once(
+    tiny_loaded, tmp_path, monkeypatch
+):
+    from perf.errors import PerformanceRegression
+
+    session, calls = remeasure_session(
+        tiny_loaded, tmp_path, monkeypatch, range(1, 100), remeasure=2
+    )
+    (case,) = session.cases()
+    result = session.run(case, pedantic)
+    assert len(calls) == 15 and len(result.remeasured) == 2
+    with pytest.raises(PerformanceRegression, match="regressed again on re-measurement 2"):
+        session.check(result)
+
+    session, calls = remeasure_session(
+        tiny_loaded, tmp_path / "b", monkeypatch, range(1, 100), remeasure=0
+    )
+    result = session.run(session.cases()[0], pedantic)
+    assert len(calls) == 5 and result.remeasured == ()
+    assert all(result.verdicts[m].verdict == "regressed" for m in SLOWED)
+    with pytest.raises(PerformanceRegression):
+        session.check(result)
+
+
+def test_a_remeasured_result_round_trips_through_its_report(tiny_loaded, tmp_path, monkeypatch):
+    from perf.report import notes, verdict_summary
+    from perf.result import BenchmarkResult
+
+    session, _ = remeasure_session(tiny_loaded, tmp_path, monkeypatch, range(1, 6))
+    result = session.run(session.cases()[0], pedantic)
+    assert BenchmarkResult.from_dict(result.to_dict()) == result
+    assert verdict_summary(result).endswith("(re-measured 1x)")
+    (line,) = [n for n in notes([result]) if "re-measurement" in n]
+    assert "failed on the first measurement but not on re-measurement" in line
