@@ -371,6 +371,10 @@ class DriftSummary:
     # Timings judged on the baseline runner's speed: each (session, case)'s probe factor.
     normalized: bool = False
     speed_factors: tuple[float, ...] = ()
+    # Sessions and verdicts that regressed on their first measurement, before the
+    # re-measurements the sessions made (--perf-remeasure) were judged.
+    failed_first: int = 0
+    regressed_first: int = 0
 
     def lines(self) -> list[str]:
         """A readable table, worst shift first, and the false-alarm count."""
@@ -416,6 +420,12 @@ class DriftSummary:
             f"{self.failed_sessions} of {self.sessions} sessions had a regressed verdict"
             f" ({alarms} verdicts over {len(self.drifts)} case-metric pairs).",
         ]
+        if self.regressed_first != alarms:
+            lines.append(
+                f"On their first measurements alone: {self.failed_first} of {self.sessions}"
+                f" sessions, {self.regressed_first} verdicts (the rest did not regress again"
+                " when the session re-measured them, --perf-remeasure)."
+            )
         if self.speed_factors:
             factors = sorted(self.speed_factors)
             lines.append(
@@ -464,7 +474,9 @@ def session_drift(
 
     Each report is judged exactly as the session judged it (perf.compare), at the tolerances
     given, so other tolerances can be tried on the same sessions; ``normalize`` judges
-    timings on the baseline runner's speed, as ``--perf-normalize probe`` does.
+    timings on the baseline runner's speed, as ``--perf-normalize probe`` does. A metric that
+    regressed is judged again on each re-measurement the session made (``--perf-remeasure``)
+    and counts only if it regressed in all of them; shifts are the first measurement's.
     """
     from perf.result import BenchmarkResult
 
@@ -473,12 +485,12 @@ def session_drift(
     tolerances: dict[tuple[str, str], Tolerance] = {}
     rounds: dict[tuple[str, str], list[MetricSamples]] = {}
     stored: dict[tuple[str, str], MetricSamples] = {}
-    failed_sessions = 0
+    failed_sessions = failed_first = regressed_first = 0
     speed_factors: list[float] = []
     for report in reports:
         results = report.get("results") or []
         assert isinstance(results, list)
-        session_failed = False
+        session_failed = session_failed_first = False
         for data in results:
             result = BenchmarkResult.from_dict(data)
             if result.skipped or result.error:
@@ -501,12 +513,22 @@ def session_drift(
                 key = (result.case_id, name)
                 shifts.setdefault(key, []).append(sign * (verdict.change_pct or 0.0))
                 regressed = verdict.verdict == "regressed"
+                regressed_first += regressed
+                session_failed_first |= regressed
+                for again in result.remeasured:
+                    if regressed and name in again.metrics:
+                        samples = again.metrics
+                        if normalize and speed is not None:
+                            samples = normalize_timings(samples, speed)
+                        retry = compare_metric(samples[name], baseline.metrics[name], tolerance)
+                        regressed = retry.verdict == "regressed"
                 failed[key] = failed.get(key, 0) + regressed
                 session_failed |= regressed
                 tolerances[key] = tolerance
                 rounds.setdefault(key, []).append(metrics[name])
                 stored[key] = baseline.metrics[name]
         failed_sessions += session_failed
+        failed_first += session_failed_first
     drifts = []
     for (case, metric), values in shifts.items():
         key = (case, metric)
@@ -533,7 +555,13 @@ def session_drift(
             )
         )
     return DriftSummary(
-        tuple(drifts), len(reports), failed_sessions, normalize, tuple(speed_factors)
+        tuple(drifts),
+        len(reports),
+        failed_sessions,
+        normalize,
+        tuple(speed_factors),
+        failed_first=failed_first,
+        regressed_first=regressed_first,
     )
 
 

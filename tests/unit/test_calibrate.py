@@ -219,3 +219,32 @@ def test_session_drift_can_judge_timings_on_the_baseline_runners_speed(tmp_path)
     assert judged.failed_sessions == 0
     assert judged.drifts[0].shifts_pct[0] == pytest.approx(0.0, abs=0.5)
     assert "median 1.250" in "\n".join(judged.lines())
+
+
+def test_session_drift_applies_the_sessions_remeasurements(store):
+    import dataclasses
+
+    from perf.result import Remeasurement
+
+    def remeasured(first, *again):
+        res = dataclasses.replace(
+            result(first),
+            remeasured=tuple(
+                Remeasurement({TPS: MetricSamples.of(TPS, tuple(a))}, ((6,),) * len(a), {})
+                for a in again
+            ),
+        )
+        return report_document([res], ENV, {})
+
+    sessions = [
+        remeasured([80.0, 81.0, 79.0], [100.0, 99.0, 101.0]),  # an excursion: cleared
+        remeasured([80.0, 81.0, 79.0], [80.0, 79.0, 81.0]),  # persists: still fails
+        report([80.0, 81.0, 79.0]),  # not re-measured (--perf-remeasure 0): its first decides
+    ]
+    summary = session_drift(sessions, store, is_cuda=False, overrides={TPS: 10})
+    assert (summary.failed_sessions, summary.failed_first) == (2, 3)
+    assert (summary.drifts[0].regressed, summary.regressed_first) == (2, 3)
+    assert summary.drifts[0].shifts_pct == pytest.approx((20.0, 20.0, 20.0))  # first measurements
+    assert "On their first measurements alone: 3 of 3 sessions, 3 verdicts" in "\n".join(
+        summary.lines()
+    )
