@@ -591,7 +591,8 @@ class PerfSession:
         problems += [f"expectation not met: {failure}" for failure in result.expectation_failures]
         if result.baseline_error is not None:
             raise BaselineError(f"{result.case_id}: {result.baseline_error}")
-        failing = result.regressions + (result.inconclusive if self.settings.strict else [])
+        fails = failing_verdicts(self.settings.strict)
+        failing = [v for v in result.verdicts.values() if v.verdict in fails]
         if failing:
             problems += [f"regression against the stored baseline: {v.describe()}" for v in failing]
             problems.append(
