@@ -423,7 +423,7 @@ class DriftSummary:
         if self.regressed_first != alarms:
             lines.append(
                 f"On their first measurements alone: {self.failed_first} of {self.sessions}"
-                f" sessions, {self.regressed_first} verdicts (the rest did not regress again"
+                f" sessions, {self.regressed_first} verdict(s) (the rest did not regress again"
                 " when the session re-measured them, --perf-remeasure)."
             )
         if self.speed_factors:

@@ -245,6 +245,6 @@ def test_session_drift_applies_the_sessions_remeasurements(store):
     assert (summary.failed_sessions, summary.failed_first) == (2, 3)
     assert (summary.drifts[0].regressed, summary.regressed_first) == (2, 3)
     assert summary.drifts[0].shifts_pct == pytest.approx((20.0, 20.0, 20.0))  # first measurements
-    assert "On their first measurements alone: 3 of 3 sessions, 3 verdicts" in "\n".join(
+    assert "On their first measurements alone: 3 of 3 sessions, 3 verdict(s)" in "\n".join(
         summary.lines()
     )
