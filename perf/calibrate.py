@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from perf.compare import (
     ALPHA,
+    CLEARING,
     GATED,
     Tolerance,
     compare_metric,
@@ -518,10 +519,11 @@ def session_drift(
                 for again in result.remeasured:
                     if regressed and name in again.metrics:
                         samples = again.metrics
-                        if normalize and speed is not None:
-                            samples = normalize_timings(samples, speed)
+                        again_speed = runner_speed(samples, baseline.metrics) if normalize else None
+                        if again_speed is not None:
+                            samples = normalize_timings(samples, again_speed)
                         retry = compare_metric(samples[name], baseline.metrics[name], tolerance)
-                        regressed = retry.verdict == "regressed"
+                        regressed = retry.verdict not in CLEARING  # as merge_remeasured
                 failed[key] = failed.get(key, 0) + regressed
                 session_failed |= regressed
                 tolerances[key] = tolerance

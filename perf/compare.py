@@ -301,27 +301,48 @@ def failing_verdicts(strict: bool) -> frozenset[Verdict]:
     return frozenset({"regressed", "inconclusive"} if strict else {"regressed"})
 
 
+# A re-measured metric's verdicts that clear its earlier failure: back within its tolerance.
+CLEARING: frozenset[Verdict] = frozenset({"pass", "improved"})
+
+
 def merge_remeasured(
     verdicts: Mapping[str, MetricVerdict],
     again: Mapping[str, MetricVerdict],
     failing: frozenset[Verdict],
     attempt: int,
 ) -> dict[str, MetricVerdict]:
-    """Two consecutive bad points: each metric that failed in ``verdicts`` is judged by its
-    verdict in the re-measurement ``again`` (the ``attempt``-th); every other metric keeps its
-    verdict, so a metric fails only if it failed in every measurement it was judged on. The
-    replacing verdict's note gives the earlier one."""
+    """Two consecutive bad points: each metric that failed in ``verdicts`` is judged again on
+    the re-measurement ``again`` (the ``attempt``-th); every other metric keeps its verdict.
+
+    A failure clears only when the re-measurement is back within tolerance (``CLEARING``); one
+    that fails again takes the re-measurement's verdict; one still beyond tolerance but not
+    significant there (``inconclusive``) keeps the earlier failure — a lack of evidence is no
+    evidence that the regression went away. Each decided verdict's note names the other one.
+    """
     merged = dict(verdicts)
     for name, before in verdicts.items():
         if before.verdict not in failing or name not in again:
             continue
-        change = "" if before.change_pct is None else f" ({before.change_pct:+.1f}%)"
-        if again[name].verdict in failing:
-            note = f"{again[name].verdict} again on {REMEASURED} {attempt}"
+        retry = again[name]
+        if retry.verdict in CLEARING:
+            merged[name] = retry.with_note(
+                f"{REMEASURED} {attempt}: it did not persist; before: {_verdict_change(before)}"
+            )
+        elif retry.verdict in failing:
+            merged[name] = retry.with_note(
+                f"{retry.verdict} again on {REMEASURED} {attempt}; before:"
+                f" {_verdict_change(before)}"
+            )
         else:
-            note = f"{REMEASURED} {attempt}: it did not persist"
-        merged[name] = again[name].with_note(f"{note}; before: {before.verdict}{change}")
+            merged[name] = before.with_note(
+                f"{REMEASURED} {attempt}: {_verdict_change(retry)}, still beyond tolerance"
+            )
     return merged
+
+
+def _verdict_change(verdict: MetricVerdict) -> str:
+    change = "" if verdict.change_pct is None else f" ({verdict.change_pct:+.1f}%)"
+    return f"{verdict.verdict}{change}"
 
 
 def tolerance_for(name: str, is_cuda: bool, overrides: Mapping[str, float]) -> Tolerance:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perf import __version__
+from perf.compare import CLEARING
 from perf.fingerprint import Fingerprint
 from perf.jsonio import dumps_stable, write_atomic
 from perf.memory_model import MemoryPrediction
@@ -141,11 +142,11 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
         if r.comparison_note:
             lines.append(f"{r.case_id}: {r.comparison_note}")
         lines += [f"{r.case_id}: {v.describe()}" for v in r.regressions + r.inconclusive]
-        cleared = [v for v in r.verdicts.values() if v.remeasured and v not in r.regressions]
-        if cleared and not r.regressions:
+        cleared = [v for v in r.verdicts.values() if v.remeasured and v.verdict in CLEARING]
+        if cleared:
             lines.append(
-                f"{r.case_id}: the gate failed on the first measurement but not on"
-                f" re-measurement ({len(r.remeasured)}x, --perf-remeasure): "
+                f"{r.case_id}: failed on the first measurement, not on re-measurement"
+                f" ({len(r.remeasured)}x, --perf-remeasure): "
                 + "; ".join(v.describe() for v in cleared)
             )
         if r.baseline_error:

@@ -465,3 +465,14 @@ def test_remeasurement_judges_only_what_failed_and_a_metric_fails_only_if_it_fai
     strict = merge_remeasured(before, again, failing_verdicts(strict=True), 2)
     assert strict["peak_rss_delta_mib"].verdict == "pass"
     assert "re-measurement 2" in strict["peak_rss_delta_mib"].note
+
+
+def test_a_remeasurement_still_beyond_tolerance_but_not_significant_does_not_clear():
+    before = {"tpot_ms": _v("tpot_ms", "regressed", 80.0)}
+    again = {"tpot_ms": _v("tpot_ms", "inconclusive", 70.0)}
+    merged = merge_remeasured(before, again, failing_verdicts(strict=False), 1)
+    assert merged["tpot_ms"].verdict == "regressed" and merged["tpot_ms"].change_pct == 80.0
+    assert (
+        merged["tpot_ms"].note == "re-measurement 1: inconclusive (+70.0%), still beyond tolerance"
+    )
+    assert merged["tpot_ms"].remeasured

@@ -124,9 +124,11 @@ def test_a_model_loads_once_per_config_and_failures_are_not_retried(monkeypatch,
     assert loads == ["a", "b"]
 
 
-# --perf-remeasure. The slowdown is applied to measured rounds by call number (5x e2e time, so
-# -80 % tokens/s and +400 % e2e: 5 against 5 rounds reach p = 0.004); the untouched timings and
-# memory get tolerances no unchanged tiny-model run reaches, so only the injected change counts.
+# --perf-remeasure, on the real tiny model with its e2e time replaced: every round reports
+# 1 s, or 100 s on the measure calls a test slows (tokens/s and e2e follow from it; 5 against 5
+# rounds reach p = 0.004). Real round times of a 5-token generate moved by more than 10x with
+# another test suite beside them on the 2-core runner, so no assertion here rests on them: the
+# metrics still measured for real (TTFT, TPOT, memory) get tolerances they never reach.
 REMEASURE_TABLE = {
     "rounds": 5,
     "warmup": 0,
@@ -137,9 +139,19 @@ SLOWED = ("output_tokens_per_s", "e2e_latency_ms")
 
 
 def remeasure_session(tiny_loaded, baselines, monkeypatch, slow_calls, **overrides):
-    """A session judged against a baseline just saved in ``baselines``, whose rounds are 5x
-    slower on the measure calls numbered in ``slow_calls`` (from 1)."""
+    """A session judged against a baseline just saved in ``baselines``; the session's measure
+    calls numbered in ``slow_calls`` (from 1) report 100x the e2e time of the others."""
     import dataclasses
+
+    from perf.runner import GenerationRunner
+
+    real_measure, calls = GenerationRunner.measure, []
+
+    def measure(runner, counted):
+        if counted:
+            calls.append(1)
+        e2e_ms = 100_000.0 if counted and len(calls) in slow_calls else 1000.0
+        return dataclasses.replace(real_measure(runner), e2e_ms=e2e_ms)
 
     table = {**REMEASURE_TABLE, "baselines": str(baselines), **overrides}
     settings = make_session(**table).settings
@@ -150,17 +162,9 @@ def remeasure_session(tiny_loaded, baselines, monkeypatch, slow_calls, **overrid
         s._loaded, s._loaded_for = tiny_loaded, s.cases()[0].config
         sessions.append(s)
     saver, session = sessions
+    monkeypatch.setattr(GenerationRunner, "measure", lambda runner: measure(runner, False))
     saver.run(saver.cases()[0], pedantic)
-
-    runner_type = type(session.runner(session.cases()[0]))
-    real_measure, calls = runner_type.measure, []
-
-    def measure(runner):
-        calls.append(1)
-        m = real_measure(runner)
-        return dataclasses.replace(m, e2e_ms=5 * m.e2e_ms) if len(calls) in slow_calls else m
-
-    monkeypatch.setattr(runner_type, "measure", measure)
+    monkeypatch.setattr(GenerationRunner, "measure", lambda runner: measure(runner, True))
     return session, calls
 
 
@@ -180,7 +184,7 @@ def test_a_failure_that_does_not_persist_on_remeasurement_passes(
         assert "re-measurement 1: it did not persist; before: regressed" in verdict.note
     # the first measurement is what the result reports (and pytest-benchmark recorded)
     first = result.metrics["e2e_latency_ms"].median
-    assert first > 3 * again.metrics["e2e_latency_ms"].median
+    assert first == 100 * again.metrics["e2e_latency_ms"].median
     assert "re-measurement 1: round 5/5" in lines[-1]
     session.check(result)  # passes
 
@@ -218,4 +222,4 @@ def test_a_remeasured_result_round_trips_through_its_report(tiny_loaded, tmp_pat
     assert BenchmarkResult.from_dict(result.to_dict()) == result
     assert verdict_summary(result).endswith("(re-measured 1x)")
     (line,) = [n for n in notes([result]) if "re-measurement" in n]
-    assert "failed on the first measurement but not on re-measurement" in line
+    assert "failed on the first measurement, not on re-measurement (1x" in line
