@@ -505,6 +505,13 @@ def session_drift(
                 speed_factors.append(speed.factor)
                 if normalize:
                     metrics = normalize_timings(metrics, speed)
+            # the session's re-measurements, judged the same way (each on its own probe reading)
+            retries = [
+                normalize_timings(a.metrics, again_speed)
+                if normalize and (again_speed := runner_speed(a.metrics, baseline.metrics))
+                else a.metrics
+                for a in result.remeasured
+            ]
             for name in GATED:
                 if name not in metrics or name not in baseline.metrics:
                     continue
@@ -516,13 +523,9 @@ def session_drift(
                 regressed = verdict.verdict == "regressed"
                 regressed_first += regressed
                 session_failed_first |= regressed
-                for again in result.remeasured:
-                    if regressed and name in again.metrics:
-                        samples = again.metrics
-                        again_speed = runner_speed(samples, baseline.metrics) if normalize else None
-                        if again_speed is not None:
-                            samples = normalize_timings(samples, again_speed)
-                        retry = compare_metric(samples[name], baseline.metrics[name], tolerance)
+                for again in retries:
+                    if regressed and name in again:
+                        retry = compare_metric(again[name], baseline.metrics[name], tolerance)
                         regressed = retry.verdict not in CLEARING  # as merge_remeasured
                 failed[key] = failed.get(key, 0) + regressed
                 session_failed |= regressed
