@@ -9,12 +9,12 @@ because the embedded and tiny models never need the network.
 # Data folders hold no tests; never let a stray *_test.py or conftest in them be collected.
 collect_ignore = ["fixtures", "baselines", "docs", "reports"]
 
-# Hypothesis: the genperf plugin registers the ci / dev / nightly profiles (perf/strategies.py);
+# Hypothesis: the genperf plugin registers the ci / dev / nightly profiles (perf/scenarios/strategies.py);
 # this suite runs ci unless --hypothesis-profile says otherwise (Hypothesis applies that option
 # after this file is imported).
 from hypothesis import settings  # noqa: E402
 
-from perf.strategies import register_profiles  # noqa: E402
+from perf.scenarios.strategies import register_profiles  # noqa: E402
 
 register_profiles()
 settings.load_profile("ci")

@@ -16,10 +16,6 @@ class ModelLoadError(GenperfError):
     """A model could not be located or loaded (missing package, folder, or weights format)."""
 
 
-class BackendUnavailable(GenperfError):
-    """A configuration cannot run on this machine; the message is the skip reason."""
-
-
 class PerformanceRegression(GenperfError):
     """A measurement broke a limit: an in-run expectation against the reference config."""
 

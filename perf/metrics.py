@@ -23,10 +23,6 @@ class MetricSpec:
     better: Better
     description: str
 
-    @property
-    def higher_is_better(self) -> bool:
-        return self.better == "higher"
-
 
 METRICS: Mapping[str, MetricSpec] = {
     spec.name: spec
@@ -95,6 +91,24 @@ METRICS: Mapping[str, MetricSpec] = {
         ),
     )
 }
+
+
+# Metrics with a verdict against the stored baseline. ITL percentiles and absolute RSS are
+# reported, not gated: ITL p99 is one step's outlier, and absolute RSS includes every library the
+# process has imported. Here, with the definitions, so settings can validate tolerance keys
+# without importing the gate.
+GATED = (
+    "output_tokens_per_s",
+    "e2e_latency_ms",
+    "ttft_ms",
+    "tpot_ms",
+    "peak_gpu_memory_mib",
+    "torch_peak_allocated_mib",
+    "peak_rss_delta_mib",
+)
+LENGTH_METRICS = ("output_length_tokens", "output_length_min_tokens", "output_length_max_tokens")
+# The runner-speed probe's metric (perf/measure/trackers/speed.py).
+PROBE_METRIC = "runner_probe_ms"
 
 
 # "peak_memory" in expectations and in-run ratios: the first of these a result has, i.e. NVML on

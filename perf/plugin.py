@@ -7,26 +7,20 @@ Thin by design: it turns pytest's config into a frozen ``RunOptions`` once, keep
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from perf.config import (
-    NORMALIZE_CHOICES,
-    Settings,
-    load_settings,
-    parse_name_list,
-    parse_tolerance,
-)
+from perf.config.options import add_options, cli_values
+from perf.config.settings import Settings, load_settings
 from perf.errors import ConfigError
-from perf.result import BenchmarkResult
-from perf.runner import Fault
-from perf.session import Case, PerfSession, RunOptions, Soak
-from perf.strategies import register_profiles
+from perf.judge.outcome import BenchmarkResult
+from perf.measure.runner import Fault
+from perf.scenarios.strategies import register_profiles
+from perf.session.options import Case, RunOptions, Soak
+from perf.session.session import PerfSession
 
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture
@@ -51,248 +45,18 @@ WRITTEN_KEY = pytest.StashKey[list[Path]]()
 PROBLEMS_KEY = pytest.StashKey[list[str]]()
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"{value!r}: must be an integer >= {minimum}")
-        return number
+# The option table's classes, in the order their options are listed in ``pytest --help``.
+OPTION_CLASSES = (RunOptions, Soak, Settings, Fault)
 
-    return parse
-
-
-parse_positive_int = _int_at_least(1)
-parse_nonnegative_int = _int_at_least(0)
-
-
-def parse_names(value: str) -> tuple[str, ...]:
-    try:
-        return parse_name_list(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_tolerance_option(value: str) -> tuple[str, float]:
-    try:
-        return parse_tolerance(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _number_parser(
-    what: str, ok: Callable[[float], bool], rule: str, strip: str = ""
-) -> Callable[[str], float]:
-    """An argparse ``type``: a float that ``ok`` accepts, else an error naming ``rule``."""
-
-    def parse(value: str) -> float:
-        try:
-            number = float(value.rstrip(strip) if strip else value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
-        if not ok(number):
-            raise argparse.ArgumentTypeError(f"{value!r}: must be {rule}")
-        return number
-
-    return parse
-
-
-parse_fraction = _number_parser("a number", lambda x: 0 <= x <= 10, "in [0, 10] (0.5 = 50% slower)")
-parse_mib = _number_parser("a number of MiB", lambda x: x >= 0, ">= 0 MiB")
-parse_minutes = _number_parser("a number of minutes", lambda x: x > 0, "> 0 minutes")
-parse_target_pct = _number_parser(
-    "a percentage", lambda x: 0 < x < 100, "between 0 and 100 (percent)", strip="%"
-)
-
-
-# ci / dev / nightly, for --hypothesis-profile (registered, not loaded: see perf/strategies.py)
+# ci / dev / nightly, for --hypothesis-profile (registered, not loaded: see
+# perf/scenarios/strategies.py)
 register_profiles()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("genperf", "genperf: LLM generation performance")
-    group.addoption(
-        BENCHMARK_FLAG,
-        action="store_true",
-        default=False,
-        help="Run the generation benchmarks (tests marked 'benchmark'). Default: %(default)r",
-    )
-    group.addoption(
-        SOAK_FLAG,
-        action="store_true",
-        default=False,
-        help="Run the long soak tests (marked 'soak'). Default: %(default)r",
-    )
-    group.addoption(
-        "--soak-minutes",
-        metavar="N",
-        type=parse_minutes,
-        default=1.0,
-        help="How long each config's soak generates (with --soak). Default: %(default)r",
-    )
-    group.addoption(
-        "--soak-max-leak",
-        metavar="MIB_PER_HOUR",
-        type=parse_mib,
-        default=100.0,
-        help="Memory slope after the soak's warm-up that counts as a leak (docs/soak.md)."
-        " Default: %(default)r",
-    )
-    group.addoption(
-        "--soak-inject-leak",
-        metavar="MIB",
-        type=parse_mib,
-        default=0.0,
-        help="Fault injection: keep MIB of tensors alive after every soak generate, to check"
-        " that the leak check catches it. Default: %(default)r",
-    )
-    group.addoption(
-        "--perf-model",
-        metavar="NAME|PATH",
-        default=None,
-        help="Model: 'embedded' (SmolLM2-135M-Instruct, offline), 'tiny', a local "
-        "folder or a hub id. Default: [tool.genperf] model, else 'embedded'",
-    )
-    group.addoption(
-        "--perf-configs",
-        metavar="A,B",
-        type=parse_names,
-        default=None,
-        help="Configs to run, comma-separated. Default: [tool.genperf] configs",
-    )
-    group.addoption(
-        "--perf-workloads",
-        metavar="A,B",
-        type=parse_names,
-        default=None,
-        help="Workloads to run, comma-separated. Default: [tool.genperf] workloads",
-    )
-    group.addoption(
-        "--perf-device",
-        metavar="DEVICE",
-        default=None,
-        help="auto, cpu, cuda or cuda:N. Default: [tool.genperf] device, else 'auto'",
-    )
-    group.addoption(
-        "--perf-rounds",
-        metavar="N",
-        type=parse_positive_int,
-        default=None,
-        help="Measured rounds per test. Default: [tool.genperf] rounds, else 5",
-    )
-    group.addoption(
-        "--perf-warmup",
-        metavar="N",
-        type=parse_nonnegative_int,
-        default=None,
-        help="Warm-up rounds per test. Default: [tool.genperf] warmup, else 1",
-    )
-    group.addoption(
-        "--perf-save-baseline",
-        action="store_true",
-        default=False,
-        help="Write this run's results as the stored baselines of this hardware (review the"
-        " diff, commit it; CI never writes baselines). Default: %(default)r",
-    )
-    group.addoption(
-        "--perf-baselines",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="Folder of stored baselines. Default: [tool.genperf] baselines, else 'baselines'",
-    )
-    group.addoption(
-        "--perf-tolerance",
-        metavar="METRIC=PCT",
-        type=parse_tolerance_option,
-        action="append",
-        default=None,
-        help="Override one metric's regression tolerance in %% (repeatable), e.g."
-        " output_tokens_per_s=8, or for one config only: int8:tpot_ms=50 (the most specific"
-        " wins). Default: [tool.genperf.config.NAME.tolerance], [tool.genperf.tolerance],"
-        " else built in",
-    )
-    group.addoption(
-        "--perf-strict",
-        action="store_true",
-        default=None,
-        help="Fail on 'inconclusive' verdicts too (beyond tolerance, not significant)."
-        " Default: [tool.genperf] strict, else False",
-    )
-    group.addoption(
-        "--perf-remeasure",
-        metavar="N",
-        type=parse_nonnegative_int,
-        default=None,
-        help="Measure a case whose gate fails again, up to N times; a metric fails only if it"
-        " fails every time (0: fail on the first measurement). Default: [tool.genperf]"
-        " remeasure, else 1",
-    )
-    group.addoption(
-        "--perf-baseline-sessions",
-        metavar="N",
-        type=int,
-        default=None,
-        help="With --perf-save-baseline: pool this session's rounds with the stored baseline's"
-        " latest N-1 sessions instead of replacing them. Default: [tool.genperf]"
-        " baseline_sessions, else 1",
-    )
-    group.addoption(
-        "--perf-normalize",
-        choices=NORMALIZE_CHOICES,
-        default=None,
-        help="'probe': judge timings on the baseline runner's speed, measured by the runner-speed"
-        " probe (docs/regressions.md: it added false alarms on this project's CPU runner)."
-        " Default: [tool.genperf] normalize, else 'none'",
-    )
-    group.addoption(
-        "--perf-inject-slowdown",
-        metavar="FRACTION",
-        type=parse_fraction,
-        default=0.0,
-        help="Fault injection: make every generation step slower by FRACTION of its measured"
-        " time (0.5 = 50%% slower), to check that the gate catches it. Default: %(default)r",
-    )
-    group.addoption(
-        "--perf-inject-memory",
-        metavar="MIB",
-        type=parse_mib,
-        default=0.0,
-        help="Fault injection: hold MIB extra MiB during every measured generate."
-        " Default: %(default)r",
-    )
-    group.addoption(
-        "--perf-calibrate",
-        action="store_true",
-        default=False,
-        help="Measure each gated metric's noise and report the smallest regression the gate"
-        " detects at these rounds (1%% false alarms, 95%% power), and the rounds a target"
-        " needs. Default: %(default)r",
-    )
-    group.addoption(
-        "--perf-calibrate-target",
-        metavar="PCT",
-        type=parse_target_pct,
-        default=3.0,
-        help="The regression size --perf-calibrate plans rounds for. Default: %(default)r",
-    )
-    group.addoption(
-        "--perf-history",
-        metavar="PATH",
-        type=Path,
-        default=None,
-        help="Append this session's medians to an append-only JSONL history (read it with"
-        " python -m perf.history PATH). Default: %(default)r",
-    )
-    group.addoption(
-        "--perf-report",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="Write report.json and report.md into DIR. Default: %(default)r",
-    )
+    for cls in OPTION_CLASSES:
+        add_options(group, cls)
 
 
 def _pyproject(config: pytest.Config) -> Path:
@@ -304,55 +68,20 @@ def _pyproject(config: pytest.Config) -> Path:
 def options_from_config(config: pytest.Config) -> RunOptions:
     """Settings from [tool.genperf] with the command line's --perf-* options on top."""
     pyproject = _pyproject(config)
-    settings = load_settings(pyproject)
-    overrides: dict[str, object] = {}
-    for option, key in (
-        ("perf_model", "model"),
-        ("perf_configs", "configs"),
-        ("perf_workloads", "workloads"),
-        ("perf_device", "device"),
-        ("perf_rounds", "rounds"),
-        ("perf_warmup", "warmup"),
-        ("perf_baselines", "baselines"),
-        ("perf_strict", "strict"),
-        ("perf_remeasure", "remeasure"),
-        ("perf_normalize", "normalize"),
-        ("perf_baseline_sessions", "baseline_sessions"),
-    ):
-        value = config.getoption(option)
-        if value is not None:
-            overrides[key] = value
-    tolerances = config.getoption("perf_tolerance")
-    if tolerances:
-        overrides["tolerances"] = {**settings.tolerances, **dict(tolerances)}
-    if overrides:
-        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
-    settings.check()
-    enabled = bool(config.getoption(BENCHMARK_FLAG.lstrip("-")))
-    soak = bool(config.getoption(SOAK_FLAG.lstrip("-")))
-    if enabled or soak:
+    given = cli_values(config.getoption, Settings)
+    settings = load_settings(pyproject).with_overrides(given)
+    flags = cli_values(config.getoption, RunOptions)
+    soak = Soak(**cli_values(config.getoption, Soak))
+    if flags["enabled"] or soak.enabled:
         settings.check_runnable()
     # A model path given on the command line is relative to where pytest was started.
-    base = config.invocation_params.dir if "model" in overrides else pyproject.parent
-    model = settings.model_spec(base)
+    base = config.invocation_params.dir if "model" in given else pyproject.parent
     return RunOptions(
-        enabled=enabled,
         settings=settings,
-        model=model,
-        report_dir=config.getoption("perf_report"),
-        history=config.getoption("perf_history"),
-        save_baseline=bool(config.getoption("perf_save_baseline")),
-        calibrate=bool(config.getoption("perf_calibrate")),
-        calibrate_target_pct=float(config.getoption("perf_calibrate_target")),
-        soak=Soak(
-            minutes=float(config.getoption("soak_minutes")),
-            max_leak_mib_per_hour=float(config.getoption("soak_max_leak")),
-            inject_leak_mib=float(config.getoption("soak_inject_leak")),
-        ),
-        fault=Fault(
-            slowdown=float(config.getoption("perf_inject_slowdown")),
-            memory_mib=float(config.getoption("perf_inject_memory")),
-        ),
+        model=settings.model_spec(base),
+        fault=Fault(**cli_values(config.getoption, Fault)),
+        soak=soak,
+        **flags,
     )
 
 
@@ -389,7 +118,7 @@ def _parametrize_configs(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     options = _session(config).options
-    soak = bool(config.getoption(SOAK_FLAG.lstrip("-")))
+    soak = options.soak.enabled
     cuda: bool | None = None
     for item in items:
         if item.get_closest_marker("benchmark") and not options.enabled:
@@ -398,7 +127,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=SKIP_SOAK))
         if item.get_closest_marker("gpu"):
             if cuda is None:
-                from perf.device import cuda_available
+                from perf.measure.device import cuda_available
 
                 cuda = cuda_available()
             if not cuda:
@@ -411,7 +140,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if not isinstance(case, Case) or item.get_closest_marker("skip"):
         return
     session = _session(item.config)
-    reason = session.skip_reason(case)
+    reason = session.skip_reason(case.config)
     if reason:
         session.record_skip(case, reason)
         pytest.skip(f"{case.id}: {reason}")
@@ -480,37 +209,46 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     perf.release()  # the model is not needed past the last test, with or without reports
     if not perf.results and not perf.soak_results:
         return
-    written: list[Path] = []
-    if perf.options.history is not None:
-        from perf.history import HistoryError, append
+    written = _append_history(session, perf)
+    if perf.options.report_dir is not None:
+        written += _write_reports(perf, perf.options.report_dir)
+    session.config.stash[WRITTEN_KEY] = written
 
-        entry = perf.history_entry()
-        if entry.medians:
-            try:
-                append(perf.options.history, entry)
-                written.append(perf.options.history)
-            except HistoryError as exc:
-                # not a silent loss: the session fails and the summary says why
-                session.config.stash[PROBLEMS_KEY] = [*problems(session.config), str(exc)]
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if perf.soak_results and perf.options.report_dir is not None:
-        from perf.soak import write_soak_report
 
-        written += write_soak_report(perf.options.report_dir, perf.soak_results)
-    if perf.options.report_dir is not None and perf.results:
-        from perf.plots import plot_results
-        from perf.report import write_reports
+def _append_history(session: pytest.Session, perf: PerfSession) -> list[Path]:
+    if perf.options.history is None:
+        return []
+    from perf.store.history import HistoryError, append
 
-        charts = plot_results(perf.results, perf.options.report_dir, perf.baseline_metrics)
+    entry = perf.history_entry()
+    if not entry.medians:
+        return []
+    try:
+        append(perf.options.history, entry)
+    except HistoryError as exc:
+        # not a silent loss: the session fails and the summary says why
+        session.config.stash[PROBLEMS_KEY] = [*problems(session.config), str(exc)]
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return []
+    return [perf.options.history]
+
+
+def _write_reports(perf: PerfSession, directory: Path) -> list[Path]:
+    from perf.report.files import write_reports, write_soak_report
+    from perf.report.plots import plot_results
+
+    written = write_soak_report(directory, perf.soak_results) if perf.soak_results else []
+    if perf.results:
+        charts = plot_results(perf.results, directory, perf.baseline_metrics)
         written += write_reports(
-            perf.options.report_dir,
+            directory,
             perf.results,
             perf.environment,
             perf.run_description(),
             charts=[c.name for c in charts],
         )
         written += charts
-    session.config.stash[WRITTEN_KEY] = written
+    return written
 
 
 def pytest_terminal_summary(
@@ -524,14 +262,14 @@ def pytest_terminal_summary(
         for soak in perf.soak_results:
             terminalreporter.write_line(soak.summary())
     if perf.property_memory:
-        from perf.report import memory_prediction_lines
+        from perf.report.table import memory_prediction_lines
 
         terminalreporter.write_sep("=", "genperf: predicted vs measured peak memory (properties)")
         for line in memory_prediction_lines(perf.property_memory):
             terminalreporter.write_line(line)
     if not perf.results:
         return
-    from perf.report import terminal_lines
+    from perf.report.table import terminal_lines
 
     terminalreporter.write_sep(
         "=", f"genperf results ({perf.options.model.label} on {perf.device.name})"

@@ -6,8 +6,8 @@ import pytest
 @pytest.fixture(scope="session")
 def tokenizer():
     """The embedded model's real tokenizer (the tiny model shares it)."""
-    from perf.backends.hf import load_tokenizer
-    from perf.config import ModelSpec
+    from perf.config.model import ModelSpec
+    from perf.measure.backends.hf import load_tokenizer
 
     return load_tokenizer(ModelSpec.resolve("tiny", None, "tests"))
 
@@ -15,9 +15,10 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_loaded():
     """The tiny random model on the CPU, loaded once for the whole test session."""
-    from perf import backends
-    from perf.config import ModelSpec, RunConfig
-    from perf.device import DeviceInfo
+    from perf.config.model import ModelSpec
+    from perf.config.run import RunConfig
+    from perf.measure import backends
+    from perf.measure.device import DeviceInfo
 
     return backends.load(
         ModelSpec.resolve("tiny", None, "tests"), RunConfig("baseline"), DeviceInfo("cpu")

@@ -31,7 +31,7 @@ max_new_tokens = 4
 
 CONFTEST = """
 from hypothesis import settings
-from perf.strategies import register_profiles
+from perf.scenarios.strategies import register_profiles
 
 register_profiles()
 settings.load_profile("ci")

@@ -1,7 +1,7 @@
 """Properties of generation under drawn sampling parameters, for every config that runs here.
 
-Hypothesis draws prompts, batch size and SamplingParams (perf/strategies.py) bounded by the
-model's context length and the runner's memory; each example is a real generate call. Runs with
+Hypothesis draws prompts, batch size and SamplingParams (perf/scenarios/strategies.py) bounded by
+the model's context length and the runner's memory; each example is a real generate call. Runs with
 ``--benchmark`` (``pytest --benchmark tests/properties``); the profile (``ci`` by default,
 ``--hypothesis-profile nightly`` for hundreds of examples) sets how many. A failure is shrunk and
 printed with Hypothesis's reproduction blob. docs/properties.md explains each bound.
@@ -14,11 +14,11 @@ import psutil
 import pytest
 from hypothesis import given, note
 
-from perf.config import SamplingParams
-from perf.memory_model import ModelShape, predict_peak
-from perf.strategies import generation_cases
-from perf.trackers.memory import TensorPeak, host_tensor_peak, trim_host_memory
-from perf.workload import render
+from perf.config.run import SamplingParams
+from perf.measure.batch import render
+from perf.measure.trackers.memory import TensorPeak, host_tensor_peak, trim_host_memory
+from perf.scenarios.memory_model import ModelShape, predict_peak
+from perf.scenarios.strategies import generation_cases
 
 CLIFF_ATTEMPTS = 3
 
@@ -35,7 +35,7 @@ def _memory_budget(session) -> int:
 
 @pytest.mark.benchmark
 def test_generation_properties(perf_config, perf_session):
-    reason = perf_session.config_skip_reason(perf_config)
+    reason = perf_session.skip_reason(perf_config)
     if reason:
         pytest.skip(f"{perf_config.name}: {reason}")
     settings = perf_session.settings

@@ -3,13 +3,14 @@ throughput drift or any error fails it. Runs only with ``--soak`` (nightly; docs
 
 import pytest
 
-from perf.compare import tolerance_for
-from perf.soak import judge, run_soak, tqdm_progress
+from perf.judge.gate import tolerance_for
+from perf.judge.soak import judge
+from perf.scenarios.soak import run_soak, tqdm_progress
 
 
 @pytest.mark.soak
 def test_soak(perf_config, perf_session):
-    reason = perf_session.config_skip_reason(perf_config)
+    reason = perf_session.skip_reason(perf_config)
     if reason:
         pytest.skip(f"{perf_config.name}: {reason}")
     options = perf_session.options.soak

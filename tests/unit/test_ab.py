@@ -5,22 +5,16 @@ import random
 
 import pytest
 
-from perf.ab import (
-    AB_TOLERANCES,
-    abba_order,
-    generation_sizes,
-    main,
-    paired_verdict,
-    run_workload,
-    worse_log_ratios,
-)
+from perf.cli.ab import main
+from perf.judge.paired import AB_TOLERANCES, paired_verdict, worse_log_ratios
+from perf.scenarios.ab import abba_order, generation_sizes, run_workload
 
 PAIRS = 10
 
 
 def drifting_pairs(candidate_factor, noise=0.03, seed=0):
     """tokens/s of A/B pairs while the machine slows by 60 % over the session (what the shared
-    runner did in an hour, docs/results.md), with independent per-round noise."""
+    runner did in an hour, docs/records/README.md), with independent per-round noise."""
     rng = random.Random(seed)
     reference, candidate = [], []
     for i in range(PAIRS):
@@ -91,7 +85,7 @@ def test_pairs_are_split_evenly_over_worker_generations():
 
 def offset_pairs(sizes, offset_generation, change=1.0, offset=1.3, seed=0):
     """TTFT of A/B pairs where one generation's candidate worker carries a lasting +30 %
-    (the int4 prefill offset of docs/results.md), with 3 % noise per round."""
+    (the int4 prefill offset of docs/records/README.md), with 3 % noise per round."""
     rng = random.Random(seed)
     reference, candidate = [], []
     for generation, size in enumerate(sizes):
@@ -177,7 +171,7 @@ def test_the_worker_protocol_keeps_stdout_to_itself():
 
     code = (
         "import os, sys\n"
-        "from perf.ab import protocol_stream\n"
+        "from perf.scenarios.ab import protocol_stream\n"
         "protocol = protocol_stream()\n"
         "print('[2026-11-29 02:46:20] [INFO] a library logs to stdout')\n"
         "sys.stdout.flush()\n"
@@ -193,7 +187,7 @@ def test_the_worker_protocol_keeps_stdout_to_itself():
 def test_a_line_that_is_no_protocol_message_is_named():
     import io
 
-    from perf.ab import Side
+    from perf.scenarios.ab import Side
 
     class Stub:
         stdout = io.StringIO("[2026-11-29 02:46:20] [INFO] hello\n")

@@ -1,4 +1,4 @@
-"""Calibration: the noise estimate, the simulated gate (it must decide exactly as perf.compare
+"""Calibration: the noise estimate, the simulated gate (it must decide exactly as perf.judge.gate
 does), the detectable size and the rounds a target needs, and session drift from reports."""
 
 import dataclasses
@@ -9,27 +9,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perf.baseline import BaselineStore
-from perf.calibrate import (
-    ALPHA,
+from perf.cli.calibrate import cases_from_reports, main
+from perf.judge.calibration import (
     FALSE_ALARM,
     POWER,
     calibrate_metric,
     calibrate_result,
     detection_rate,
     gate_flags,
-    main,
     min_p_value,
     relative_noise,
     rounds_for,
-    session_drift,
     smallest_detectable,
 )
-from perf.compare import Tolerance, compare_metric
-from perf.fingerprint import Fingerprint
+from perf.judge.drift import session_drift
+from perf.judge.gate import ALPHA, Tolerance, compare_metric
+from perf.judge.outcome import BenchmarkResult
+from perf.measure.fingerprint import Fingerprint
+from perf.measure.record import Measurement
 from perf.metrics import MetricSamples
-from perf.report import report_document
-from perf.result import BenchmarkResult
+from perf.report.files import report_document
+from perf.report.table import drift_lines
+from perf.store.baselines import BaselineStore
 
 TPS = "output_tokens_per_s"
 
@@ -141,7 +142,7 @@ ENV = Fingerprint(hardware={"slug": "cpu-test-2c"}, software={"torch": "2.13.0"}
 
 
 def result(samples):
-    return BenchmarkResult(
+    return Measurement(
         model="tiny-llama",
         config="baseline",
         workload="w",
@@ -152,7 +153,7 @@ def result(samples):
 
 
 def report(samples):
-    return report_document([result(samples)], ENV, {})
+    return report_document([BenchmarkResult(result(samples))], ENV, {})
 
 
 @pytest.fixture
@@ -164,24 +165,30 @@ def store(tmp_path):
 
 def test_session_drift_measures_each_sessions_shift_and_counts_false_alarms(store):
     sessions = [report([95.0, 96.0, 94.0]), report([80.0, 81.0, 79.0]), report([101.0] * 3)]
-    summary = session_drift(sessions, store, is_cuda=False, overrides={TPS: 10})
+    summary = session_drift(cases_from_reports(sessions, store), is_cuda=False, overrides={TPS: 10})
     (drift,) = summary.drifts
     assert drift.shifts_pct == pytest.approx((5.0, 20.0, -1.0))  # tokens/s down = worse
     assert drift.regressed == 1 and summary.failed_sessions == 1 and summary.sessions == 3
     # within sessions: the rounds' pooled noise, and the gate's detectable size at 3 vs 7
     assert 0 < drift.noise_pct < 2
     assert drift.statistical_pct < 10 <= drift.detectable_pct < 12
-    wider = session_drift(sessions, store, is_cuda=False, overrides={TPS: 25})
+    wider = session_drift(cases_from_reports(sessions, store), is_cuda=False, overrides={TPS: 25})
     assert wider.failed_sessions == 0
     # a config's own tolerance (CONFIG:METRIC) applies to that config only, and wins
-    own = session_drift(sessions, store, is_cuda=False, overrides={TPS: 10, f"baseline:{TPS}": 25})
+    own = session_drift(
+        cases_from_reports(sessions, store),
+        is_cuda=False,
+        overrides={TPS: 10, f"baseline:{TPS}": 25},
+    )
     assert own.failed_sessions == 0 and own.drifts[0].tolerance_pct == 25
-    other = session_drift(sessions, store, is_cuda=False, overrides={TPS: 10, f"int8:{TPS}": 25})
+    other = session_drift(
+        cases_from_reports(sessions, store), is_cuda=False, overrides={TPS: 10, f"int8:{TPS}": 25}
+    )
     assert other.failed_sessions == 1
-    assert "1 of 3 sessions had a regressed verdict" in "\n".join(summary.lines())
+    assert "1 of 3 sessions had a regressed verdict" in "\n".join(drift_lines(summary))
     # the worst shift, 20 %, x 1.2: the tolerance that would have passed all three
     assert summary.suggested_tolerances() == {TPS: 24.0}
-    assert f"{TPS} = 24" in summary.lines()
+    assert f"{TPS} = 24" in drift_lines(summary)
 
 
 def test_the_drift_command_reads_reports_and_baselines(store, tmp_path, capsys):
@@ -212,26 +219,29 @@ def test_session_drift_can_judge_timings_on_the_baseline_runners_speed(tmp_path)
     store = BaselineStore(tmp_path / "baselines", ENV)
     store.save(with_probe([100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8], 3.0), {"rounds": 7})
     # the runner 25 % slower, by the probe and by generate alike
-    slow = [report_document([with_probe([80.0, 81.0, 79.0], 3.75)], ENV, {})]
-    raw = session_drift(slow, store, is_cuda=False, overrides={TPS: 10})
+    slow = [report_document([BenchmarkResult(with_probe([80.0, 81.0, 79.0], 3.75))], ENV, {})]
+    raw = session_drift(cases_from_reports(slow, store), is_cuda=False, overrides={TPS: 10})
     assert raw.failed_sessions == 1 and raw.speed_factors == (1.25,)
-    judged = session_drift(slow, store, is_cuda=False, overrides={TPS: 10}, normalize=True)
+    judged = session_drift(
+        cases_from_reports(slow, store), is_cuda=False, overrides={TPS: 10}, normalize=True
+    )
     assert judged.failed_sessions == 0
     assert judged.drifts[0].shifts_pct[0] == pytest.approx(0.0, abs=0.5)
-    assert "median 1.250" in "\n".join(judged.lines())
+    assert "median 1.250" in "\n".join(drift_lines(judged))
 
 
 def test_session_drift_applies_the_sessions_remeasurements(store):
-    import dataclasses
 
-    from perf.result import Remeasurement
+    from perf.judge.outcome import GateOutcome, Remeasurement
 
     def remeasured(first, *again):
-        res = dataclasses.replace(
+        res = BenchmarkResult(
             result(first),
-            remeasured=tuple(
-                Remeasurement({TPS: MetricSamples.of(TPS, tuple(a))}, ((6,),) * len(a), {})
-                for a in again
+            gate=GateOutcome(
+                remeasured=tuple(
+                    Remeasurement({TPS: MetricSamples.of(TPS, tuple(a))}, ((6,),) * len(a), {})
+                    for a in again
+                )
             ),
         )
         return report_document([res], ENV, {})
@@ -241,10 +251,10 @@ def test_session_drift_applies_the_sessions_remeasurements(store):
         remeasured([80.0, 81.0, 79.0], [80.0, 79.0, 81.0]),  # persists: still fails
         report([80.0, 81.0, 79.0]),  # not re-measured (--perf-remeasure 0): its first decides
     ]
-    summary = session_drift(sessions, store, is_cuda=False, overrides={TPS: 10})
+    summary = session_drift(cases_from_reports(sessions, store), is_cuda=False, overrides={TPS: 10})
     assert (summary.failed_sessions, summary.failed_first) == (2, 3)
     assert (summary.drifts[0].regressed, summary.regressed_first) == (2, 3)
     assert summary.drifts[0].shifts_pct == pytest.approx((20.0, 20.0, 20.0))  # first measurements
     assert "On their first measurements alone: 3 of 3 sessions, 3 verdict(s)" in "\n".join(
-        summary.lines()
+        drift_lines(summary)
     )

@@ -8,12 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perf.baseline import BASELINE_SCHEMA_VERSION, BaselineStore
-from perf.compare import (
+from perf.errors import BaselineError
+from perf.judge.gate import (
     ALPHA,
     CPU_TOLERANCES,
     CUDA_TOLERANCES,
-    MetricVerdict,
     Tolerance,
     compare_exact,
     compare_lengths,
@@ -27,10 +26,11 @@ from perf.compare import (
     runner_speed,
     tolerance_for,
 )
-from perf.errors import BaselineError
-from perf.fingerprint import Fingerprint
+from perf.judge.verdict import MetricVerdict
+from perf.measure.fingerprint import Fingerprint
+from perf.measure.record import Measurement
 from perf.metrics import MetricSamples
-from perf.result import BenchmarkResult
+from perf.store.baselines import BASELINE_SCHEMA_VERSION, BaselineStore
 
 TPS = "output_tokens_per_s"
 
@@ -162,7 +162,7 @@ ENV = Fingerprint(hardware={"slug": "cpu-test-2c"}, software={"torch": "2.13.0"}
 
 
 def result(samples=(10.0, 11.0, 12.0)):
-    return BenchmarkResult(
+    return Measurement(
         model="tiny-llama",
         config="baseline",
         workload="w",
@@ -210,15 +210,13 @@ def test_pooling_refuses_sessions_that_measured_other_metrics(tmp_path):
     store = BaselineStore(tmp_path, ENV)
     store.save(result(), {})
     other = result()
-    other = BenchmarkResult(
-        **{**other.__dict__, "metrics": {**other.metrics, "ttft_ms": lat(1.0, 2.0, 3.0)}}
-    )
+    other = dataclasses.replace(other, metrics={**other.metrics, "ttft_ms": lat(1.0, 2.0, 3.0)})
     with pytest.raises(BaselineError, match="differ from this run's"):
         store.save(other, {}, sessions=3)
 
 
 def test_baseline_sessions_setting_is_validated():
-    from perf.config import parse_settings
+    from perf.config.settings import parse_settings
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal
@@ -256,7 +254,7 @@ def test_unusable_baselines_name_the_file_and_the_fix(tmp_path, mutate, fragment
 
 
 def test_tolerance_settings_are_validated():
-    from perf.config import parse_settings, parse_tolerance
+    from perf.config.settings import parse_settings, parse_tolerance
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal
@@ -281,7 +279,8 @@ def test_a_config_can_carry_its_own_tolerances_and_the_most_specific_wins():
     """int8 on this project's CPU runner has two speeds (docs/decisions.md): its own wider
     tolerance must apply to it alone, on the device named, and a CONFIG:METRIC on the command
     line must replace it."""
-    from perf.config import RunConfig, parse_settings, parse_tolerance
+    from perf.config.run import RunConfig
+    from perf.config.settings import parse_settings, parse_tolerance
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal
@@ -420,7 +419,7 @@ def test_normalize_timings_scales_latencies_down_and_throughput_up_by_the_factor
 
 
 def test_normalize_setting_is_validated_and_off_by_default():
-    from perf.config import parse_settings
+    from perf.config.settings import parse_settings
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal

@@ -4,16 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perf.config import (
-    ModelSpec,
-    RunConfig,
-    SamplingParams,
-    Settings,
-    Workload,
-    load_settings,
-    parse_name_list,
-    parse_settings,
-)
+from perf.config.model import ModelSpec
+from perf.config.run import RunConfig, SamplingParams, Workload
+from perf.config.settings import Settings, load_settings, parse_name_list, parse_settings
 from perf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

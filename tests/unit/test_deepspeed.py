@@ -3,10 +3,11 @@ on the tiny model (CPU, no kernel injection) that must reproduce the baseline's 
 
 import pytest
 
-from perf.backends import deepspeed as ds_backend
-from perf.config import RunConfig, SamplingParams, Workload, parse_settings
-from perf.device import DeviceInfo
+from perf.config.run import RunConfig, SamplingParams, Workload
+from perf.config.settings import parse_settings
 from perf.errors import ConfigError
+from perf.measure.backends import deepspeed as ds_backend
+from perf.measure.device import DeviceInfo
 
 from .test_config import REPO
 from .test_generation_real import runner_for
@@ -53,7 +54,7 @@ def test_deepspeed_options_are_validated(table, fragment):
 
 
 def test_repository_defines_a_deepspeed_config():
-    from perf.config import load_settings
+    from perf.config.settings import load_settings
 
     config = load_settings(REPO / "pyproject.toml").config_defs["deepspeed"]
     assert config.backend == "deepspeed" and config.kernel_inject == "auto"
@@ -95,7 +96,7 @@ def test_auto_injection_follows_device_and_deepspeeds_policies(tiny_loaded):
 
 @pytest.mark.deepspeed
 def test_init_inference_reproduces_baseline_greedy_tokens(tiny_loaded):
-    from perf import backends
+    from perf.measure import backends
 
     config = RunConfig("ds", backend="deepspeed", kernel_inject="auto")
     loaded = backends.load(tiny_loaded.spec, config, CPU)

@@ -1,10 +1,12 @@
 import json
 
-from perf.device import DeviceInfo, resolve_device, unavailable_reason
-from perf.fingerprint import Fingerprint, cpu_identity, cpu_slug, fingerprint
+from perf.judge.outcome import BenchmarkResult
+from perf.measure.device import DeviceInfo, resolve_device, unavailable_reason
+from perf.measure.fingerprint import Fingerprint, cpu_identity, cpu_slug, fingerprint
+from perf.measure.record import Measurement
 from perf.metrics import MetricSamples
-from perf.report import markdown, report_document, terminal_lines, write_reports
-from perf.result import BenchmarkResult
+from perf.report.files import markdown, report_document, write_reports
+from perf.report.table import terminal_lines
 
 
 def test_cpu_fingerprint_keys_hardware_and_records_software():
@@ -74,25 +76,29 @@ def measured(workload="w1"):
         "output_length_tokens": MetricSamples.of("output_length_tokens", (8.0, 8.0, 8.0)),
     }
     return BenchmarkResult(
-        model="m",
-        config="baseline",
-        workload=workload,
-        device="cpu",
-        metrics=metrics,
-        stop_reasons={"eos": 1, "max_new_tokens": 2},
-        memory_source="psutil-rss",
-        hook_overhead_pct=0.01,
+        Measurement(
+            model="m",
+            config="baseline",
+            workload=workload,
+            device="cpu",
+            metrics=metrics,
+            stop_reasons={"eos": 1, "max_new_tokens": 2},
+            memory_source="psutil-rss",
+            hook_overhead_pct=0.01,
+        )
     )
 
 
 def test_terminal_table_rows_for_measured_skipped_and_crashed_cases():
     results = [
         measured(),
-        BenchmarkResult.skipped_result(
-            model="m", config="int4", workload="w1", device="cpu", reason="needs CUDA"
+        BenchmarkResult(
+            Measurement(model="m", config="int4", workload="w1", device="cpu", skipped="needs CUDA")
         ),
-        BenchmarkResult.error_result(
-            model="m", config="ds", workload="w1", device="cpu", error="RuntimeError: boom"
+        BenchmarkResult(
+            Measurement(
+                model="m", config="ds", workload="w1", device="cpu", error="RuntimeError: boom"
+            )
         ),
     ]
     lines = terminal_lines(results)

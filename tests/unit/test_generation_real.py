@@ -2,11 +2,13 @@
 
 import pytest
 
-from perf.config import SamplingParams, Workload, load_settings
-from perf.embedded import INSTALL_COMMAND, embedded_gguf_path
+from perf.config.prompts import load_prompts, select_prompts
+from perf.config.run import SamplingParams, Workload
+from perf.config.settings import load_settings
 from perf.errors import ModelLoadError
-from perf.runner import GenerationRunner
-from perf.workload import load_prompts, prepare_batch, select_prompts
+from perf.measure.batch import prepare_batch
+from perf.measure.embedded import INSTALL_COMMAND, embedded_gguf_path
+from perf.measure.runner import GenerationRunner
 
 from .test_config import REPO
 
@@ -96,9 +98,10 @@ def test_embedded_file_is_found_without_importing_the_package():
 
 def test_a_local_folder_model_loads_offline_and_generates(tiny_loaded, tmp_path):
     """--perf-model ./folder: a model saved with save_pretrained (safetensors) plugs in."""
-    from perf import backends
-    from perf.config import ModelSpec, RunConfig
-    from perf.device import DeviceInfo
+    from perf.config.model import ModelSpec
+    from perf.config.run import RunConfig
+    from perf.measure import backends
+    from perf.measure.device import DeviceInfo
 
     tiny_loaded.model.save_pretrained(tmp_path / "m")
     tiny_loaded.tokenizer.save_pretrained(tmp_path / "m")
@@ -116,9 +119,10 @@ def test_a_local_folder_model_loads_offline_and_generates(tiny_loaded, tmp_path)
 def test_pickle_checkpoints_are_refused_unless_allowed(tiny_loaded, tmp_path):
     import torch
 
-    from perf import backends
-    from perf.config import ModelSpec, RunConfig
-    from perf.device import DeviceInfo
+    from perf.config.model import ModelSpec
+    from perf.config.run import RunConfig
+    from perf.measure import backends
+    from perf.measure.device import DeviceInfo
 
     folder = tmp_path / "m"
     tiny_loaded.model.config.save_pretrained(folder)
@@ -133,9 +137,10 @@ def test_pickle_checkpoints_are_refused_unless_allowed(tiny_loaded, tmp_path):
 def test_embedded_model_loads_as_a_plain_float_model():
     """The real default model: dequantised GGUF, so no quantization flag that would make
     ``model.float()`` raise (which broke deepspeed.init_inference before the fix)."""
-    from perf import backends
-    from perf.config import ModelSpec, RunConfig
-    from perf.device import DeviceInfo
+    from perf.config.model import ModelSpec
+    from perf.config.run import RunConfig
+    from perf.measure import backends
+    from perf.measure.device import DeviceInfo
 
     loaded = backends.load(
         ModelSpec.resolve("embedded", None, "test"), RunConfig("baseline"), DeviceInfo("cpu")
@@ -151,7 +156,7 @@ def test_materialised_tiny_model_equals_the_seeded_random_model(tiny_loaded, tmp
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from perf.backends.hf import materialised_folder
+    from perf.measure.backends.hf import materialised_folder
 
     folder = materialised_folder(tiny_loaded.spec)
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
@@ -165,7 +170,8 @@ def test_materialised_tiny_model_equals_the_seeded_random_model(tiny_loaded, tmp
 
 
 def test_each_round_carries_the_runner_speed_probe_read_before_and_after_it(tiny_loaded):
-    from perf.trackers.speed import PROBE_METRIC, SpeedProbe
+    from perf.measure.trackers.speed import SpeedProbe
+    from perf.metrics import PROBE_METRIC
 
     readings = iter([4.0, 9.0])
     workload = Workload("w", ("short",), 1, SamplingParams(max_new_tokens=4))
@@ -176,3 +182,31 @@ def test_each_round_carries_the_runner_speed_probe_read_before_and_after_it(tiny
     assert PROBE_METRIC not in runner_for(tiny_loaded, workload).measure().metric_values()
     # the real probe: a positive time from a small matrix (the default one is 64 MiB)
     assert SpeedProbe(rows=64, cols=256, products=1, tries=3)() > 0
+
+
+def test_the_saved_tokenizer_is_the_gguf_one(tokenizer, tmp_path, monkeypatch):
+    """The embedded tokenizer is read from the GGUF once and from a saved copy after that; the
+    copy must tokenise exactly as the GGUF's own, chat template and special tokens included."""
+    from perf.config.model import FIXTURES_DIR
+    from perf.config.prompts import load_prompts
+    from perf.measure.backends import hf
+    from perf.measure.batch import render
+
+    gguf = hf._gguf_tokenizer()
+    assert gguf.chat_template == tokenizer.chat_template
+    assert gguf.all_special_tokens == tokenizer.all_special_tokens
+    assert gguf.get_vocab() == tokenizer.get_vocab()
+    for prompt in load_prompts(FIXTURES_DIR / "prompts.jsonl"):
+        text = render(gguf, prompt)
+        assert render(tokenizer, prompt) == text
+        assert gguf(text)["input_ids"] == tokenizer(text)["input_ids"]
+    # a fresh cache folder: saved on first use, then reused
+    monkeypatch.setenv("GENPERF_CACHE_DIR", str(tmp_path))
+    hf._embedded_tokenizer.cache_clear()
+    try:
+        first = hf._embedded_tokenizer()
+        (saved,) = (tmp_path / "tokenizers").iterdir()
+        assert (saved / "tokenizer.json").is_file()
+        assert first.get_vocab() == gguf.get_vocab()
+    finally:
+        hf._embedded_tokenizer.cache_clear()

@@ -7,8 +7,8 @@ logic; these prove the real driver answers the calls that logic makes.
 
 import pytest
 
-from perf.device import DeviceInfo
-from perf.trackers.memory import MIB, MemoryTracker, NvmlProbe, pci_bus_id
+from perf.measure.device import DeviceInfo
+from perf.measure.trackers.memory import MIB, MemoryTracker, NvmlProbe, pci_bus_id
 
 pytestmark = pytest.mark.gpu
 
@@ -56,7 +56,7 @@ def test_cuda_tracker_samples_nvml_and_agrees_with_torchs_peak():
 def test_fingerprint_names_the_gpu_and_the_driver():
     import torch
 
-    from perf.fingerprint import fingerprint
+    from perf.measure.fingerprint import fingerprint
 
     fp = fingerprint(DeviceInfo("cuda:0"))
     name = torch.cuda.get_device_properties(0).name

@@ -6,18 +6,13 @@ import random
 
 import pytest
 
-from perf.history import (
-    HistoryError,
-    append,
-    change_points,
-    entry_now,
-    find_changes,
-    main,
-    read,
-)
+from perf.cli.history import main
+from perf.judge.changes import change_points, find_changes
+from perf.judge.outcome import BenchmarkResult
+from perf.measure.record import Measurement
 from perf.metrics import MetricSamples
-from perf.plots import plot_history, plot_results
-from perf.result import BenchmarkResult
+from perf.report.plots import plot_history, plot_results
+from perf.store.history import HistoryError, append, entry_now, read
 
 TPS = "output_tokens_per_s"
 
@@ -95,14 +90,16 @@ def test_history_command_prints_change_points_and_draws_them(tmp_path, capsys):
 
 def result(config, workload, tps, rss):
     return BenchmarkResult(
-        model="tiny-llama",
-        config=config,
-        workload=workload,
-        device="cpu",
-        metrics={
-            TPS: MetricSamples.of(TPS, tuple(tps)),
-            "peak_rss_mib": MetricSamples.of("peak_rss_mib", tuple(rss)),
-        },
+        Measurement(
+            model="tiny-llama",
+            config=config,
+            workload=workload,
+            device="cpu",
+            metrics={
+                TPS: MetricSamples.of(TPS, tuple(tps)),
+                "peak_rss_mib": MetricSamples.of("peak_rss_mib", tuple(rss)),
+            },
+        )
     )
 
 
@@ -112,8 +109,10 @@ def test_result_charts_are_real_pngs_of_the_measured_cases(tmp_path):
     results = [
         result("baseline", "w1", (10, 11, 12), (900, 901, 902)),
         result("int8", "w1", (12, 13, 14), (700, 700, 701)),
-        BenchmarkResult.skipped_result(
-            model="tiny-llama", config="int4", workload="w1", device="cpu", reason="no CUDA"
+        BenchmarkResult(
+            Measurement(
+                model="tiny-llama", config="int4", workload="w1", device="cpu", skipped="no CUDA"
+            )
         ),
     ]
     baselines = {"baseline-w1": {TPS: MetricSamples.of(TPS, (9.0, 10.0, 11.0))}}

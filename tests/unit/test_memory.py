@@ -5,8 +5,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from perf.device import DeviceInfo
-from perf.trackers.memory import MIB, MemoryTracker, NvmlProbe, PeakSampler, host_tensor_peak
+from perf.measure.device import DeviceInfo
+from perf.measure.trackers.memory import (
+    MIB,
+    MemoryTracker,
+    NvmlProbe,
+    PeakSampler,
+    host_tensor_peak,
+)
 
 
 class FakeNvml:
@@ -158,7 +164,7 @@ def test_device_info(index):
 def test_pci_bus_id_uses_torch_properties_in_nvml_format(monkeypatch):
     import torch
 
-    from perf.trackers.memory import pci_bus_id
+    from perf.measure.trackers.memory import pci_bus_id
 
     props = SimpleNamespace(pci_domain_id=0, pci_bus_id=0x1B, pci_device_id=0)
     asked = []

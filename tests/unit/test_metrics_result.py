@@ -3,12 +3,13 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perf.jsonio import dumps_stable, write_atomic
+from perf.judge.outcome import BenchmarkResult
+from perf.measure.record import Measurement, RoundMeasurement
+from perf.measure.trackers.length import LengthResult
+from perf.measure.trackers.memory import MemoryResult
+from perf.measure.trackers.timing import LatencyResult
 from perf.metrics import METRICS, MetricSamples, SampleStats
-from perf.result import BenchmarkResult, RoundMeasurement
-from perf.trackers.length import LengthResult
-from perf.trackers.memory import MemoryResult
-from perf.trackers.timing import LatencyResult
+from perf.store.jsonio import dumps_stable, write_atomic
 
 
 def test_sample_stats():
@@ -22,8 +23,8 @@ def test_every_metric_declares_unit_and_direction():
     for name, spec in METRICS.items():
         assert spec.name == name and spec.unit and spec.better in ("higher", "lower", "equal")
         assert name.endswith(("_ms", "_mib", "_per_s", "_tokens"))
-    assert METRICS["output_tokens_per_s"].higher_is_better
-    assert not METRICS["ttft_ms"].higher_is_better
+    assert METRICS["output_tokens_per_s"].better == "higher"
+    assert METRICS["ttft_ms"].better == "lower"
 
 
 def measurement(e2e_ms, lengths, peak=100.0, hook_ms=0.01):
@@ -37,8 +38,9 @@ def measurement(e2e_ms, lengths, peak=100.0, hook_ms=0.01):
 
 
 def test_result_from_rounds_keeps_all_samples():
+    """Per-load readings (its load memory) are repeated per round, like any metric."""
     rounds = [measurement(1000.0, (4, 4)), measurement(500.0, (4, 4)), measurement(800.0, (4, 2))]
-    result = BenchmarkResult.from_rounds(
+    result = Measurement.from_rounds(
         model="m",
         config="c",
         workload="w",
@@ -46,7 +48,10 @@ def test_result_from_rounds_keeps_all_samples():
         dtype="float32",
         rounds=rounds,
         plain_e2e_ms=(900.0, 500.0),  # paired with the first two rounds only
+        readings={"load_rss_delta_mib": 300.0, "load_gpu_allocated_mib": None},
     )
+    assert result.metrics["load_rss_delta_mib"].samples == (300.0,) * 3
+    assert "load_gpu_allocated_mib" not in result.metrics
     assert result.metrics["output_tokens_per_s"].samples == (8.0, 16.0, 7.5)
     assert result.metrics["output_length_tokens"].samples == (4.0, 4.0, 3.0)
     assert result.metrics["output_length_min_tokens"].samples == (4.0, 4.0, 2.0)
@@ -72,7 +77,7 @@ finite = st.floats(0.001, 1e6, allow_nan=False)
 )
 def test_result_round_trips_through_json(rows):
     rounds = [measurement(e2e, tuple(lengths), peak) for e2e, lengths, peak in rows]
-    result = BenchmarkResult.from_rounds(
+    result = Measurement.from_rounds(
         model="m",
         config="c",
         workload="w",
@@ -81,8 +86,11 @@ def test_result_round_trips_through_json(rows):
         rounds=rounds,
         plain_e2e_ms=[e2e for e2e, _, _ in rows][:2],
     )
-    again = BenchmarkResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    again = Measurement.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
+    # a case result (measurement and outcome) round-trips through report.json's schema too
+    case = BenchmarkResult(result)
+    assert BenchmarkResult.from_dict(json.loads(json.dumps(case.to_dict()))) == case
 
 
 def test_metric_samples_round_trip():

@@ -7,15 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perf.config import DEFAULT_PARITY, ParityThresholds, SamplingParams, Workload
-from perf.parity import (
-    ParityResult,
-    TeacherForced,
-    common_prefix,
-    compare,
-    continuations,
-    teacher_forced,
-)
+from perf.config.run import DEFAULT_PARITY, ParityThresholds, SamplingParams, Workload
+from perf.judge.parity import ParityResult, common_prefix, compare
+from perf.measure.scoring import TeacherForced, continuations, teacher_forced
 
 from .test_generation_real import runner_for
 
@@ -122,7 +116,9 @@ def test_teacher_forcing_reproduces_the_models_own_greedy_choices(tiny_loaded):
     """Padded batch: the forward pass must see the positions generate saw, or top-1 drifts."""
     runner, tokens = greedy(tiny_loaded)
     assert len({len(r) for r in runner.batch.input_ids.tolist()}) == 1
-    assert len(set(runner.batch.prompt_lengths)) == 3  # three prompt lengths: real padding
+    assert (
+        len(set(runner.batch.attention_mask.sum(dim=1).tolist())) == 3
+    )  # three prompt lengths: real padding
     result = teacher_forced(tiny_loaded.model, runner.batch, tokens, 0)
     assert result.top1 == tokens
     assert all(v >= 0 for row in result.nll for v in row) and result.mean_nll > 0

@@ -5,18 +5,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perf.backends import quantized
-from perf.config import (
-    DEFAULT_PARITY,
-    EXPECT_DEVICES,
-    QUANTIZATIONS,
-    Expectation,
-    RunConfig,
-    load_settings,
-    parse_settings,
-)
-from perf.device import DeviceInfo
+from perf.config.run import DEFAULT_PARITY, EXPECT_DEVICES, QUANTIZATIONS, Expectation, RunConfig
+from perf.config.settings import load_settings, parse_settings
 from perf.errors import ConfigError
+from perf.measure.backends import quantized
+from perf.measure.device import DeviceInfo
 
 from .test_config import REPO, minimal
 
@@ -197,8 +190,8 @@ def test_alias_falls_back_and_explains_when_nothing_runs(hide_package):
     ],
 )
 def test_real_quantized_generation_on_the_tiny_model(tiny_loaded, name, layer_type):
-    from perf import backends
-    from perf.config import SamplingParams, Workload
+    from perf.config.run import SamplingParams, Workload
+    from perf.measure import backends
 
     from .test_generation_real import runner_for
 
@@ -224,7 +217,7 @@ def test_4bit_layers_the_packed_cpu_kernel_cannot_take_go_to_the_generic_kernel(
     # quantized and take the generic kernel, which CPUs without AVX512-BF16 use for every layer.
     import torch
 
-    from perf.backends.quantized import route_unpackable_bnb_layers
+    from perf.measure.backends.quantized import route_unpackable_bnb_layers
 
     class Packable(torch.nn.Linear):
         support_avx512bf16_for_cpu = True
@@ -244,7 +237,7 @@ def test_4bit_layers_the_packed_cpu_kernel_cannot_take_go_to_the_generic_kernel(
 def test_layers_a_method_skipped_are_counted_and_named():
     import torch
 
-    from perf.backends.quantized import unquantized_linears
+    from perf.measure.backends.quantized import unquantized_linears
 
     class Quantized(torch.Tensor):  # what torchao's tensor subclasses look like to the count
         pass
@@ -272,7 +265,7 @@ def test_bitsandbytes_layers_are_counted_as_quantized():
     bnb = pytest.importorskip("bitsandbytes")
     import torch
 
-    from perf.backends.quantized import unquantized_linears
+    from perf.measure.backends.quantized import unquantized_linears
 
     model = torch.nn.Module()
     model.up_proj = bnb.nn.Linear4bit(64, 64, quant_type="nf4")

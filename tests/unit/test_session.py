@@ -3,8 +3,10 @@ calls setup/target in pytest-benchmark's order (warm-up rounds first, then measu
 
 import pytest
 
-from perf.config import ModelSpec, parse_settings
-from perf.session import HookOverheadError, PerfSession, RunOptions
+from perf.config.model import ModelSpec
+from perf.config.settings import parse_settings
+from perf.session.options import RunOptions
+from perf.session.session import HookOverheadError, PerfSession
 
 from .test_config import REPO
 
@@ -28,14 +30,14 @@ def make_session(**overrides):
         **overrides,
     }
     settings = parse_settings(table, "test", REPO)
-    return PerfSession(RunOptions(True, settings, ModelSpec.resolve("tiny", REPO, "test")))
+    return PerfSession(RunOptions(settings, ModelSpec.resolve("tiny", REPO, "test"), enabled=True))
 
 
 @pytest.fixture
 def session(tiny_loaded):
     session = make_session()
     # share the test session's tiny model instead of reloading it
-    session._loaded, session._loaded_for = tiny_loaded, session.cases()[0].config
+    session.pool.adopt(session.cases()[0].config, tiny_loaded)
     return session
 
 
@@ -43,7 +45,7 @@ def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(sessi
     lines = []
     (case,) = session.cases()
     events = []
-    runner_type = type(session.runner(case))
+    runner_type = type(session.case_runner(case).runner)
     real_plain, real_measure = runner_type.plain_e2e_ms, runner_type.measure
 
     def plain(runner):
@@ -60,8 +62,8 @@ def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(sessi
     # 2 warm-ups without reference; then pairs alternate order (P M, M P); the last round alone
     assert "".join(events) == "MM" + "PM" + "MP" + "M"
     assert len(result.metrics["e2e_latency_ms"].samples) == 3
-    assert result.output_lengths == ((5, 5),) * 3
-    assert result.plain_overhead_pct is not None
+    assert result.measurement.output_lengths == ((5, 5),) * 3
+    assert result.measurement.plain_overhead_pct is not None
     assert session.results == [result]
     assert [line.split(": ")[1] for line in lines] == [
         "warm-up 1/2",
@@ -75,7 +77,7 @@ def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(sessi
 
 def test_hook_overhead_above_the_limit_fails_with_the_setting_named(tiny_loaded):
     session = make_session(max_hook_overhead_pct=1e-9)
-    session._loaded, session._loaded_for = tiny_loaded, session.cases()[0].config
+    session.pool.adopt(session.cases()[0].config, tiny_loaded)
     (case,) = session.cases()
     result = session.run(case, pedantic)
     with pytest.raises(HookOverheadError, match=r"max_hook_overhead_pct = 1e-09%"):
@@ -91,7 +93,7 @@ def test_cases_are_config_major_and_skips_are_recorded():
     )
     assert [c.id for c in session.cases()] == ["a-w1", "a-w2", "b-w1", "b-w2"]
     b_case = session.cases()[2]
-    reason = session.skip_reason(b_case)
+    reason = session.skip_reason(b_case.config)
     assert "float16" in reason
     session.record_skip(b_case, reason)
     assert session.results[0].skipped == reason
@@ -99,12 +101,12 @@ def test_cases_are_config_major_and_skips_are_recorded():
 
 def test_cuda_device_without_cuda_is_a_skip_reason():
     session = make_session(device="cuda:0")
-    assert "CUDA is not available" in session.skip_reason(session.cases()[0])
+    assert "CUDA is not available" in session.skip_reason(session.cases()[0].config)
 
 
 def test_a_model_loads_once_per_config_and_failures_are_not_retried(monkeypatch, tiny_loaded):
-    from perf import backends
     from perf.errors import ModelLoadError
+    from perf.measure import backends
 
     session = make_session(config={"a": {}, "b": {"attn_implementation": "eager"}})
     loads = []
@@ -143,7 +145,7 @@ def remeasure_session(tiny_loaded, baselines, monkeypatch, slow_calls, **overrid
     calls numbered in ``slow_calls`` (from 1) report 100x the e2e time of the others."""
     import dataclasses
 
-    from perf.runner import GenerationRunner
+    from perf.measure.runner import GenerationRunner
 
     real_measure, calls = GenerationRunner.measure, []
 
@@ -158,8 +160,8 @@ def remeasure_session(tiny_loaded, baselines, monkeypatch, slow_calls, **overrid
     spec = ModelSpec.resolve("tiny", REPO, "test")
     sessions = []
     for save in (True, False):
-        s = PerfSession(RunOptions(True, settings, spec, save_baseline=save))
-        s._loaded, s._loaded_for = tiny_loaded, s.cases()[0].config
+        s = PerfSession(RunOptions(settings, spec, enabled=True, save_baseline=save))
+        s.pool.adopt(s.cases()[0].config, tiny_loaded)
         sessions.append(s)
     saver, session = sessions
     monkeypatch.setattr(GenerationRunner, "measure", lambda runner: measure(runner, False))
@@ -176,7 +178,7 @@ def test_a_failure_that_does_not_persist_on_remeasurement_passes(
     (case,) = session.cases()
     result = session.run(case, pedantic, progress=lines.append)
     assert len(calls) == 10  # 5 rounds, then 5 more once the gate failed
-    (again,) = result.remeasured
+    (again,) = result.gate.remeasured
     assert {m: again.verdicts[m].verdict for m in SLOWED} == dict.fromkeys(SLOWED, "pass")
     for metric in SLOWED:
         verdict = result.verdicts[metric]
@@ -199,7 +201,7 @@ def test_a_failure_that_persists_fails_and_remeasure_0_fails_at_once(
     )
     (case,) = session.cases()
     result = session.run(case, pedantic)
-    assert len(calls) == 15 and len(result.remeasured) == 2
+    assert len(calls) == 15 and len(result.gate.remeasured) == 2
     with pytest.raises(PerformanceRegression, match="regressed again on re-measurement 2"):
         session.check(result)
 
@@ -207,15 +209,15 @@ def test_a_failure_that_persists_fails_and_remeasure_0_fails_at_once(
         tiny_loaded, tmp_path / "b", monkeypatch, range(1, 100), remeasure=0
     )
     result = session.run(session.cases()[0], pedantic)
-    assert len(calls) == 5 and result.remeasured == ()
+    assert len(calls) == 5 and result.gate.remeasured == ()
     assert all(result.verdicts[m].verdict == "regressed" for m in SLOWED)
     with pytest.raises(PerformanceRegression):
         session.check(result)
 
 
 def test_a_remeasured_result_round_trips_through_its_report(tiny_loaded, tmp_path, monkeypatch):
-    from perf.report import notes, verdict_summary
-    from perf.result import BenchmarkResult
+    from perf.judge.outcome import BenchmarkResult
+    from perf.report.table import notes, verdict_summary
 
     session, _ = remeasure_session(tiny_loaded, tmp_path, monkeypatch, range(1, 6))
     result = session.run(session.cases()[0], pedantic)

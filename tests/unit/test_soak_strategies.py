@@ -8,16 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perf.config import SamplingParams
-from perf.memory_model import ModelShape, kv_cache_bytes, predict_peak
-from perf.soak import (
-    SoakResult,
-    SoakSample,
-    draw_sampling,
-    judge,
-    leak_slope,
-)
-from perf.strategies import PROFILES, generation_cases, sampling_params
+from perf.config.run import SamplingParams
+from perf.judge.soak import SoakResult, SoakSample, judge, leak_slope
+from perf.scenarios.memory_model import ModelShape, kv_cache_bytes, predict_peak
+from perf.scenarios.soak import draw_sampling
+from perf.scenarios.strategies import PROFILES, generation_cases, sampling_params
 
 SHAPE = ModelShape(
     layers=30,

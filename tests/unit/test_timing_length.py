@@ -1,7 +1,7 @@
 import pytest
 
-from perf.trackers.length import count_tokens
-from perf.trackers.timing import StepTimes, latency_from_steps
+from perf.measure.trackers.length import count_tokens
+from perf.measure.trackers.timing import StepTimes, latency_from_steps
 
 EOS = (2,)
 
@@ -26,7 +26,7 @@ def test_any_of_several_eos_ids_stops():
 
 def test_latency_single_sequence():
     # logits ready at 100 ms, then every 20 ms: 5 tokens
-    steps = StepTimes(step_s=(0.100, 0.120, 0.140, 0.160, 0.180), end_s=0.185, hook_self_s=0)
+    steps = StepTimes(step_s=(0.100, 0.120, 0.140, 0.160, 0.180), hook_self_s=0)
     lat = latency_from_steps(steps, (5,))
     assert lat.ttft_ms == pytest.approx(100)
     assert lat.tpot_ms == pytest.approx(20)
@@ -35,7 +35,7 @@ def test_latency_single_sequence():
 
 
 def test_latency_batch_uses_each_sequences_own_last_token():
-    steps = StepTimes(step_s=(0.1, 0.2, 0.3, 0.7), end_s=0.8, hook_self_s=0)
+    steps = StepTimes(step_s=(0.1, 0.2, 0.3, 0.7), hook_self_s=0)
     # seq A: 2 tokens (tpot 100 ms), seq B: 4 tokens (tpot (0.7-0.1)/3 = 200 ms), seq C: 1 token
     lat = latency_from_steps(steps, (2, 4, 1))
     assert lat.tpot_ms == pytest.approx((100 + 200) / 2)
@@ -43,10 +43,10 @@ def test_latency_batch_uses_each_sequences_own_last_token():
 
 
 def test_latency_with_single_token_sequences_has_no_tpot():
-    lat = latency_from_steps(StepTimes((0.05,), 0.06, 0), (1, 1))
+    lat = latency_from_steps(StepTimes((0.05,), 0), (1, 1))
     assert lat.tpot_ms is None and lat.itl_ms == ()
 
 
 def test_latency_without_steps_is_an_error():
     with pytest.raises(ValueError, match="no steps"):
-        latency_from_steps(StepTimes((), 0.0, 0.0), (0,))
+        latency_from_steps(StepTimes((), 0.0), (0,))

@@ -3,9 +3,11 @@ import statistics
 
 import pytest
 
-from perf.config import FIXTURES_DIR, SamplingParams, Workload
+from perf.config.model import FIXTURES_DIR
+from perf.config.prompts import load_prompts, select_prompts
+from perf.config.run import SamplingParams, Workload
 from perf.errors import ConfigError
-from perf.workload import load_prompts, prepare_batch, render, select_prompts
+from perf.measure.batch import prepare_batch, render
 
 PROMPTS = FIXTURES_DIR / "prompts.jsonl"
 DOMAINS = {"po-approval", "invoice", "hr", "email", "report", "triage"}
@@ -63,7 +65,7 @@ def test_batch_is_left_padded_through_the_chat_template(tokenizer):
     prompts = load_prompts(PROMPTS)
     chosen = select_prompts(prompts, workload(("short", "long"), 2))
     batch = prepare_batch(tokenizer, chosen, "cpu")
-    short_len, long_len = batch.prompt_lengths
+    short_len, long_len = batch.attention_mask.sum(dim=1).tolist()
     assert short_len < long_len == batch.padded_length
     # left padding: the short row's mask starts with zeros and ends with ones
     mask = batch.attention_mask[0].tolist()

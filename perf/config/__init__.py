@@ -1,0 +1,1 @@
+"""Stage 1, what to run: settings, run configs, workloads, prompts and the option table."""

@@ -1,0 +1,382 @@
+"""Settings: the whole of ``[tool.genperf]`` after validation, with ``--perf-*`` overrides.
+
+Every scalar setting is one ``setting(...)`` field below (perf.config.options derives its
+pytest option, its ``[tool.genperf]`` key, its validation and its default from it); the tables
+(``config``, ``workload``, ``parity``, ``tolerance``) are parsed into their own dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from perf.config.model import FIXTURES_DIR, ModelSpec
+from perf.config.options import (
+    POSITIVE,
+    Rule,
+    TomlType,
+    at_least,
+    checked,
+    one_of,
+    setting,
+    toml_types,
+    validate,
+)
+from perf.config.run import (
+    DEFAULT_PARITY,
+    NORMALIZE_CHOICES,
+    ParityThresholds,
+    RunConfig,
+    Workload,
+    _fail,
+)
+from perf.config.tables import (
+    check_types,
+    parse_configs,
+    parse_parity,
+    parse_tolerances,
+    parse_workloads,
+)
+from perf.errors import ConfigError
+from perf.metrics import GATED
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def parse_tolerance(value: str) -> tuple[str, float]:
+    """``"output_tokens_per_s=8"`` -> ``("output_tokens_per_s", 8.0)``; a ``CONFIG:`` prefix
+    (``"int8:tpot_ms=50"``) scopes it to one config (checked against the configs later)."""
+    name, sep, pct = value.partition("=")
+    try:
+        number = float(pct.rstrip("%"))
+    except ValueError:
+        number = float("nan")
+    if not sep or not name.strip() or not number >= 0:
+        raise ValueError(
+            f"{value!r}: expected [CONFIG:]METRIC=PERCENT, e.g. output_tokens_per_s=8"
+            " or int8:tpot_ms=50"
+        )
+    return name.strip(), number
+
+
+def parse_name_list(value: str) -> tuple[str, ...]:
+    """``"a,b , c"`` -> ``("a", "b", "c")``; empty items are an error."""
+    names = tuple(part.strip() for part in value.split(","))
+    if not all(names):
+        raise ValueError(f"{value!r}: expected a comma-separated list of names, e.g. 'a,b'")
+    return names
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole of ``[tool.genperf]`` after validation (CLI overrides applied by the plugin)."""
+
+    model: str = setting(
+        "embedded",
+        "Model: 'embedded' (SmolLM2-135M-Instruct, offline), 'tiny', a local folder or a hub id",
+        flag="--perf-model",
+        toml=str,
+        metavar="NAME|PATH",
+    )
+    device: str = setting(
+        "auto",
+        "auto, cpu, cuda or cuda:N",
+        flag="--perf-device",
+        toml=str,
+        metavar="DEVICE",
+        rule=Rule(lambda v: bool(DEVICE_PATTERN.match(v)), "auto, cpu, cuda, cuda:N"),
+    )
+    rounds: int = setting(
+        5, "Measured rounds per test", flag="--perf-rounds", toml=int, metavar="N", rule=at_least(1)
+    )
+    warmup: int = setting(
+        1, "Warm-up rounds per test", flag="--perf-warmup", toml=int, metavar="N", rule=at_least(0)
+    )
+    prompts: Path = setting(
+        FIXTURES_DIR / "prompts.jsonl", "the prompts file (JSONL, docs/configuration.md)", toml=str
+    )
+    configs: tuple[str, ...] = setting(
+        (),  # empty: every defined config
+        "Configs to run, comma-separated",
+        shown_default="every defined config",
+        flag="--perf-configs",
+        toml=list,
+        metavar="A,B",
+        parse=checked(parse_name_list),
+    )
+    workloads: tuple[str, ...] = setting(
+        (),  # empty: every defined workload
+        "Workloads to run, comma-separated",
+        shown_default="every defined workload",
+        flag="--perf-workloads",
+        toml=list,
+        metavar="A,B",
+        parse=checked(parse_name_list),
+    )
+    config_defs: Mapping[str, RunConfig] = field(default_factory=dict)
+    workload_defs: Mapping[str, Workload] = field(default_factory=dict)
+    max_hook_overhead_pct: float = setting(
+        1.0,
+        "the timing hook's own time / generate's wall time, per round",
+        toml=float,
+        rule=POSITIVE,
+    )
+    hook_check_rounds: int = setting(
+        3,
+        "measured rounds preceded by a plain generate (A/B of the hook)",
+        toml=int,
+        rule=at_least(0),
+    )
+    trust_remote_code: bool = setting(False, "let a hub model run its own code", toml=bool)
+    allow_pickle: bool = setting(
+        False, "allow pickle checkpoints (safetensors only when off)", toml=bool
+    )
+    # The config every other is compared with (parity, in-run ratios); None: "baseline" when
+    # such a config is defined, else no comparisons.
+    reference: str | None = setting(None, "the reference config", toml=str)
+    parity: Mapping[str, ParityThresholds] = field(default_factory=lambda: dict(DEFAULT_PARITY))
+    baselines: Path = setting(
+        Path("baselines"),  # stored results, one folder per hardware fingerprint
+        "Folder of stored baselines",
+        shown_default="'baselines'",
+        flag="--perf-baselines",
+        toml=str,
+        metavar="DIR",
+        parse=Path,
+    )
+    # metric -> % ([tool.genperf.tolerance]; CONFIG:METRIC keys from the command line)
+    tolerances: Mapping[str, float] = setting(
+        help="Override one metric's regression tolerance in %% (repeatable), e.g."
+        " output_tokens_per_s=8, or for one config only: int8:tpot_ms=50 (the most specific"
+        " wins)",
+        shown_default="[tool.genperf.config.NAME.tolerance], [tool.genperf.tolerance], else"
+        " built in",
+        default_factory=dict,
+        flag="--perf-tolerance",
+        metavar="METRIC=PCT",
+        parse=checked(parse_tolerance),
+        action="append",
+    )
+    strict: bool = setting(
+        False,
+        "Fail on 'inconclusive' verdicts too (beyond tolerance, not significant)",
+        flag="--perf-strict",
+        toml=bool,
+        action="store_true",
+    )
+    # A case whose gate fails is measured again up to this many times; a metric fails only if
+    # it fails every time ("two consecutive bad points"): this runner's int4 excursions lasted
+    # one workload of one session (docs/decisions.md, "Re-measure before failing").
+    remeasure: int = setting(
+        1,
+        "Measure a case whose gate fails again, up to N times; a metric fails only if it"
+        " fails every time (0: fail on the first measurement)",
+        flag="--perf-remeasure",
+        toml=int,
+        metavar="N",
+        rule=at_least(0),
+    )
+    # Sessions a stored baseline pools (--perf-save-baseline adds one, drops the oldest beyond
+    # this): one session sits wherever the runner was that hour (docs/gate.md).
+    baseline_sessions: int = setting(
+        1,
+        "With --perf-save-baseline: pool this session's rounds with the stored baseline's"
+        " latest N-1 sessions instead of replacing them",
+        flag="--perf-baseline-sessions",
+        toml=int,
+        metavar="N",
+        rule=at_least(1),
+    )
+    # "probe": timings judged on the baseline runner's speed (perf/judge/gate.py
+    # normalize_timings). Off by default: on this project's CPU runner it added false alarms
+    # instead of removing them (docs/gate.md, "Runner-speed normalisation").
+    normalize: str = setting(
+        "none",
+        "'probe': judge timings on the baseline runner's speed, measured by the runner-speed"
+        " probe (docs/gate.md: it added false alarms on this project's CPU runner)",
+        flag="--perf-normalize",
+        toml=str,
+        choices=NORMALIZE_CHOICES,
+        rule=one_of(*NORMALIZE_CHOICES),
+    )
+    # Sampling properties (tests/properties, docs/properties.md): the largest drawn batch and
+    # new-token count, and the "no cliff" bound: a drawn example's decode rate over the paired
+    # greedy reference's must stay at or above this ratio.
+    property_max_batch: int = setting(4, "largest drawn batch", toml=int, rule=at_least(1))
+    property_max_new_tokens: int = setting(
+        32, "largest drawn max_new_tokens", toml=int, rule=at_least(1)
+    )
+    property_min_speed_ratio: float = setting(
+        0.25,
+        "a drawn example's decode rate / the greedy reference's, at least",
+        toml=float,
+        rule=Rule(lambda v: 0 < v <= 1, "in (0, 1]"),
+    )
+    source: str = "built-in defaults"
+
+    @property
+    def reference_name(self) -> str | None:
+        if self.reference is not None:
+            return self.reference
+        return "baseline" if "baseline" in self.config_defs else None
+
+    def tolerance_overrides(self, is_cuda: bool) -> dict[str, float]:
+        """Every tolerance override that applies on this device: ``METRIC`` keys for all
+        configs, ``CONFIG:METRIC`` keys for one (perf.judge.gate ``overrides_for`` picks them).
+
+        A config's own table (``[tool.genperf.config.NAME.tolerance]``) comes first, so a
+        ``CONFIG:METRIC`` given on the command line replaces it.
+        """
+        scoped = {
+            f"{name}:{t.metric}": t.pct
+            for name, config in self.config_defs.items()
+            for t in config.tolerance
+            if t.applies_to(is_cuda)
+        }
+        return {**scoped, **self.tolerances}
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether the gate judges timings on the baseline runner's speed."""
+        return self.normalize == "probe"
+
+    @property
+    def reference_config(self) -> RunConfig | None:
+        name = self.reference_name
+        return None if name is None else self.config_defs.get(name)
+
+    def ordered_configs(self) -> tuple[str, ...]:
+        """The chosen configs with the reference first: every other config is compared with it."""
+        first = tuple(c for c in self.configs if c == self.reference_name)
+        return first + tuple(c for c in self.configs if c != self.reference_name)
+
+    def check(self) -> None:
+        """Every setting's own rule (the option table), then the cross-field checks: selections
+        and tolerances refer to defined names."""
+        where = self.source
+        validate(self, where)
+
+        for key, pct in self.tolerances.items():
+            config, _, metric = key.rpartition(":")
+            if metric not in GATED:
+                # a tolerance on a metric the gate never judges would be silently ignored
+                raise _fail(where, f"tolerance.{key} (--perf-tolerance)", pct, ", ".join(GATED))
+            if config and self.config_defs and config not in self.config_defs:
+                raise _fail(
+                    where,
+                    f"tolerance.{key} (--perf-tolerance)",
+                    pct,
+                    f"CONFIG:METRIC with a defined config ({', '.join(sorted(self.config_defs))})",
+                )
+            if not pct >= 0:
+                raise _fail(where, f"tolerance.{key} (--perf-tolerance)", pct, "a % >= 0")
+        if self.reference is not None and self.reference not in self.config_defs:
+            raise _fail(
+                where,
+                "reference",
+                self.reference,
+                f"a defined config ({', '.join(sorted(self.config_defs))})",
+            )
+        for key, chosen, defined in (
+            ("configs (--perf-configs)", self.configs, self.config_defs),
+            ("workloads (--perf-workloads)", self.workloads, self.workload_defs),
+        ):
+            unknown = [name for name in chosen if name not in defined]
+            if unknown:
+                table = "config" if key.startswith("configs") else "workload"
+                allowed = (
+                    ", ".join(sorted(defined)) or f"none defined: add [tool.genperf.{table}.NAME]"
+                )
+                raise _fail(where, key, ",".join(unknown), allowed)
+
+    def check_runnable(self) -> None:
+        """A benchmark session needs at least one config and one workload."""
+        for key, chosen in (("config", self.configs), ("workload", self.workloads)):
+            if not chosen:
+                raise ConfigError(
+                    f"{self.source}: no {key}s to run; define at least one"
+                    f" [tool.genperf.{key}.NAME] table in pyproject.toml"
+                    " (see docs/configuration.md)"
+                )
+
+    def model_spec(self, base_dir: Path) -> ModelSpec:
+        return ModelSpec.resolve(
+            self.model,
+            base_dir,
+            f"{self.source}: model (--perf-model)",
+            trust_remote_code=self.trust_remote_code,
+            allow_pickle=self.allow_pickle,
+        )
+
+    def with_overrides(self, given: Mapping[str, Any]) -> Settings:
+        """These settings with the command line's values on top, checked again. Tolerances
+        given on the command line are added to (and win over) the file's."""
+        overrides = dict(given)
+        if "tolerances" in overrides:
+            overrides["tolerances"] = {**self.tolerances, **dict(overrides["tolerances"])}
+        settings = dataclasses.replace(self, **overrides) if overrides else self
+        settings.check()
+        return settings
+
+
+# The [tool.genperf] keys: the option table's, and the tables parsed below.
+_TABLES: Mapping[str, TomlType] = {
+    "parity": dict,
+    "tolerance": dict,
+    "config": dict,
+    "workload": dict,
+}
+_PATHS = ("prompts", "baselines")  # relative to the folder of pyproject.toml
+
+
+def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> Settings:
+    """Validate a ``[tool.genperf]`` table (already parsed from TOML) into ``Settings``."""
+    where = f"{source} [tool.genperf]"
+    check_types(where, table, {**toml_types(Settings), **_TABLES})
+    config_defs = parse_configs(table.get("config", {}), source)
+    workload_defs = parse_workloads(table.get("workload", {}), source)
+    fields: dict[str, Any] = {name: table[name] for name in toml_types(Settings) if name in table}
+    for name in _PATHS:
+        if name in fields:
+            path = Path(str(fields[name]))
+            fields[name] = path if path.is_absolute() else base_dir / path
+    fields.setdefault("baselines", base_dir / "baselines")
+    for name in ("configs", "workloads"):
+        if name in fields:
+            fields[name] = tuple(str(v) for v in fields[name])
+    for name, kind in toml_types(Settings).items():
+        if kind is float and name in fields:
+            fields[name] = float(fields[name])
+    settings = Settings(
+        parity=parse_parity(table.get("parity", {}), source),
+        tolerances=parse_tolerances(table.get("tolerance", {}), source),
+        config_defs=config_defs,
+        workload_defs=workload_defs,
+        source=source,
+        **{"configs": tuple(config_defs), "workloads": tuple(workload_defs), **fields},
+    )
+    settings.check()
+    return settings
+
+
+def load_settings(pyproject: Path) -> Settings:
+    """Read ``[tool.genperf]`` from a pyproject.toml; built-in defaults when there is none."""
+    if not pyproject.is_file():
+        return Settings()
+    try:
+        with pyproject.open("rb") as handle:
+            document = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{pyproject}: not valid TOML ({exc}); fix the file") from None
+    table = document.get("tool", {}).get("genperf")
+    if table is None:
+        return Settings()
+    if not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: [tool.genperf] must be a table")
+    return parse_settings(table, str(pyproject), pyproject.parent)

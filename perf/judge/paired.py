@@ -1,0 +1,104 @@
+"""The paired A/B verdict: a candidate against a reference measured in interleaved pairs.
+
+Each pair gives the candidate/reference ratio of a timing metric; the verdict is on the median
+ratio (beyond the tolerance, in the worse direction) and a one-sided Wilcoxon signed-rank test
+of the pairs' log ratios (p < ``ALPHA``): a paired test, because what varies between pairs is
+the machine. Pure functions of the paired samples (unit-tested with synthetic drift).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from perf.judge.gate import ALPHA
+from perf.metrics import METRICS
+
+# The timing metrics an A/B judges (memory is steady enough for the stored-baseline gate).
+AB_METRICS = ("output_tokens_per_s", "e2e_latency_ms", "ttft_ms", "tpot_ms")
+# Default tolerance of the median paired change, %: 1.2 x the largest change, either direction,
+# over 10 unchanged sessions of 2 workloads on the shared 2-core CPU runner (the two sides were
+# identical, so a change either way is the design's own noise: mostly the "process lottery").
+# docs/records/2026-11-25-ab-campaign.md; docs/gate.md.
+AB_TOLERANCES: dict[str, float] = {
+    "output_tokens_per_s": 14.0,  # worst 11.2
+    "e2e_latency_ms": 12.0,  # worst 10.1
+    "tpot_ms": 12.0,  # worst 9.7
+    "ttft_ms": 23.0,  # worst 19.0: one prefill per round, the noisiest
+}
+
+
+@dataclass(frozen=True)
+class PairedVerdict:
+    metric: str
+    verdict: str  # pass | improved | regressed | inconclusive
+    median_change_pct: float  # median over pairs of candidate/reference - 1, in %
+    better: str  # "higher" or "lower": which sign of the change is an improvement
+    tolerance_pct: float
+    p_value: float
+    pairs: int
+    reference_median: float
+    candidate_median: float
+
+    def describe(self) -> str:
+        unit = METRICS[self.metric].unit
+        return (
+            f"{self.metric}: {self.verdict}: reference {self.reference_median:.4g} -> candidate"
+            f" {self.candidate_median:.4g} {unit} (median paired change"
+            f" {self.median_change_pct:+.1f} %, tolerance {self.tolerance_pct:g} %,"
+            f" one-sided Wilcoxon signed-rank p = {self.p_value:.3g}, {self.pairs} pairs)"
+        )
+
+
+def worse_log_ratios(
+    metric: str, reference: Sequence[float], candidate: Sequence[float]
+) -> list[float]:
+    """Per pair, log(candidate / reference) signed so that positive means worse."""
+    if len(reference) != len(candidate) or not reference:
+        raise ValueError(
+            f"{metric}: {len(reference)} reference and {len(candidate)} candidate rounds"
+        )
+    sign = -1.0 if METRICS[metric].better == "higher" else 1.0
+    return [sign * math.log(c / r) for r, c in zip(reference, candidate, strict=True)]
+
+
+def paired_verdict(
+    metric: str,
+    reference: Sequence[float],
+    candidate: Sequence[float],
+    tolerance_pct: float,
+    alpha: float = ALPHA,
+) -> PairedVerdict:
+    from scipy.stats import wilcoxon
+
+    logs = worse_log_ratios(metric, reference, candidate)
+    better = METRICS[metric].better
+    # The median pair's ratio, as a signed change (tokens/s -20 %, latency +25 %), and how far
+    # that is in the worse direction, in the tolerance's terms (the gate's: docs/gate.md).
+    ratio = math.exp(statistics.median(logs) * (-1 if better == "higher" else 1))
+    change = 100 * (ratio - 1)
+    worse_by = -change if better == "higher" else change
+    if all(v == 0 for v in logs):
+        worse_p = better_p = 1.0
+    else:
+        worse_p = float(wilcoxon(logs, alternative="greater").pvalue)
+        better_p = float(wilcoxon(logs, alternative="less").pvalue)
+    if worse_by > tolerance_pct:
+        verdict = "regressed" if worse_p < alpha else "inconclusive"
+    elif worse_by < -tolerance_pct and better_p < alpha:
+        verdict = "improved"
+    else:
+        verdict = "pass"
+    return PairedVerdict(
+        metric=metric,
+        verdict=verdict,
+        median_change_pct=round(change, 3),
+        better=better,
+        tolerance_pct=tolerance_pct,
+        p_value=round(worse_p if worse_by >= 0 else better_p, 6),
+        pairs=len(logs),
+        reference_median=statistics.median(reference),
+        candidate_median=statistics.median(candidate),
+    )

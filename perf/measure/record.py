@@ -1,0 +1,197 @@
+"""What was measured: one ``RoundMeasurement`` per generate call, and a case's ``Measurement``.
+
+A ``Measurement`` holds every round's samples and how they were taken, nothing judged; it is
+what a stored baseline keeps and what the judge reads. It round-trips through
+``to_dict``/``from_dict`` (JSON-safe) without loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from perf.measure.trackers.length import STOP_REASONS, LengthResult
+from perf.measure.trackers.memory import MemoryResult
+from perf.measure.trackers.timing import LatencyResult
+from perf.metrics import PROBE_METRIC, MetricSamples, SampleStats
+
+
+@dataclass(frozen=True)
+class RoundMeasurement:
+    """Everything measured during one generate call."""
+
+    e2e_ms: float
+    latency: LatencyResult
+    lengths: LengthResult
+    memory: MemoryResult
+    hook_self_ms: float
+    # The runner-speed probe around this round (perf/measure/trackers/speed.py); None: not measured.
+    probe_ms: float | None = None
+
+    def metric_values(self) -> dict[str, float]:
+        values = {
+            "output_tokens_per_s": self.lengths.total_tokens / (self.e2e_ms / 1e3),
+            "e2e_latency_ms": self.e2e_ms,
+            "ttft_ms": self.latency.ttft_ms,
+            "output_length_tokens": self.lengths.mean,
+            "output_length_min_tokens": float(min(self.lengths.lengths)),
+            "output_length_max_tokens": float(max(self.lengths.lengths)),
+        }
+        if self.latency.tpot_ms is not None:
+            values["tpot_ms"] = self.latency.tpot_ms
+        if self.probe_ms is not None:
+            values[PROBE_METRIC] = self.probe_ms
+        if self.latency.itl_ms:
+            values["itl_mean_ms"] = sum(self.latency.itl_ms) / len(self.latency.itl_ms)
+            for name, value in self.latency.itl_percentiles_ms.items():
+                values[f"itl_{name}_ms"] = value
+        for name in (
+            "peak_rss_mib",
+            "peak_rss_delta_mib",
+            "peak_gpu_memory_mib",
+            "torch_peak_allocated_mib",
+            "torch_peak_reserved_mib",
+        ):
+            value = getattr(self.memory, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """All measured rounds of one (model, config, workload), or why there are none."""
+
+    model: str
+    config: str
+    workload: str
+    device: str
+    dtype: str = ""
+    metrics: Mapping[str, MetricSamples] = field(default_factory=dict)
+    output_lengths: tuple[tuple[int, ...], ...] = ()  # per round, per sequence
+    stop_reasons: Mapping[str, int] = field(default_factory=dict)  # over all rounds
+    memory_source: str = ""
+    memory_note: str = ""
+    memory_sample_rate_hz: float = 0.0
+    hook_overhead_pct: float | None = None  # the hook's own time / e2e, median over rounds
+    plain_overhead_pct: float | None = None  # median paired e2e ratio, hooked / plain, - 1
+    plain_e2e_ms: tuple[float, ...] = ()  # the plain reference runs themselves
+    details: str = ""  # how the model ran (backend, dtype, quantization method, kernels)
+    skipped: str | None = None
+    error: str | None = None  # the case crashed: its test failed with this message
+
+    @classmethod
+    def from_rounds(
+        cls,
+        *,
+        model: str,
+        config: str,
+        workload: str,
+        device: str,
+        dtype: str,
+        rounds: Sequence[RoundMeasurement],
+        plain_e2e_ms: Sequence[float] = (),
+        details: str = "",
+        readings: Mapping[str, float | None] | None = None,
+    ) -> Measurement:
+        """The rounds' metrics; ``readings`` are one value per loaded model (its load memory),
+        repeated per round so they compare like any metric (None: not measured here)."""
+        if not rounds:
+            raise ValueError("a Measurement needs at least one measured round")
+        per_round = [r.metric_values() for r in rounds]
+        names = [n for n in per_round[0] if all(n in values for values in per_round)]
+        metrics = {n: MetricSamples.of(n, tuple(v[n] for v in per_round)) for n in names}
+        for name, value in (readings or {}).items():
+            if value is not None:
+                metrics[name] = MetricSamples.of(name, (value,) * len(rounds))
+        stops = dict.fromkeys(STOP_REASONS, 0)
+        for r in rounds:
+            for reason, count in r.lengths.stop_counts().items():
+                stops[reason] += count
+        hook = sorted(100 * r.hook_self_ms / r.e2e_ms for r in rounds)
+        plain_overhead = None
+        if plain_e2e_ms:
+            # Paired: each plain generate ran next to the measured round it is compared with
+            # (before or after it, alternating), so slow drift of the machine cancels out.
+            ratios = tuple(r.e2e_ms / plain for r, plain in zip(rounds, plain_e2e_ms, strict=False))
+            plain_overhead = 100 * (SampleStats(ratios).median - 1)
+        memory = rounds[-1].memory
+        return cls(
+            model=model,
+            config=config,
+            workload=workload,
+            device=device,
+            dtype=dtype,
+            metrics=metrics,
+            output_lengths=tuple(r.lengths.lengths for r in rounds),
+            stop_reasons=stops,
+            memory_source=memory.source,
+            memory_note=memory.note,
+            memory_sample_rate_hz=min(r.memory.sample_rate_hz for r in rounds),
+            hook_overhead_pct=hook[len(hook) // 2],
+            plain_overhead_pct=plain_overhead,
+            plain_e2e_ms=tuple(plain_e2e_ms),
+            details=details,
+        )
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.config}-{self.workload}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "config": self.config,
+            "workload": self.workload,
+            "device": self.device,
+            "dtype": self.dtype,
+            "metrics": {name: m.to_dict() for name, m in sorted(self.metrics.items())},
+            "output_lengths": [list(lengths) for lengths in self.output_lengths],
+            "stop_reasons": dict(self.stop_reasons),
+            "memory_source": self.memory_source,
+            "memory_note": self.memory_note,
+            "memory_sample_rate_hz": self.memory_sample_rate_hz,
+            "hook_overhead_pct": self.hook_overhead_pct,
+            "plain_overhead_pct": self.plain_overhead_pct,
+            "plain_e2e_ms": list(self.plain_e2e_ms),
+            "skipped": self.skipped,
+            "error": self.error,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Measurement:
+        metrics = data.get("metrics") or {}
+        lengths = data.get("output_lengths") or []
+        stops = data.get("stop_reasons") or {}
+        plain = data.get("plain_e2e_ms") or []
+        assert isinstance(metrics, Mapping) and isinstance(lengths, list)
+        assert isinstance(stops, Mapping) and isinstance(plain, list)
+
+        def optional(key: str) -> str | None:
+            value = data.get(key)
+            return None if value is None else str(value)
+
+        def optional_float(key: str) -> float | None:
+            value = data.get(key)
+            return None if value is None else float(str(value))
+
+        return cls(
+            model=str(data["model"]),
+            config=str(data["config"]),
+            workload=str(data["workload"]),
+            device=str(data["device"]),
+            dtype=str(data.get("dtype", "")),
+            metrics={str(k): MetricSamples.from_dict(str(k), v) for k, v in metrics.items()},
+            output_lengths=tuple(tuple(int(n) for n in row) for row in lengths),
+            stop_reasons={str(k): int(v) for k, v in stops.items()},
+            memory_source=str(data.get("memory_source", "")),
+            memory_note=str(data.get("memory_note", "")),
+            memory_sample_rate_hz=float(str(data.get("memory_sample_rate_hz", 0.0))),
+            hook_overhead_pct=optional_float("hook_overhead_pct"),
+            plain_overhead_pct=optional_float("plain_overhead_pct"),
+            plain_e2e_ms=tuple(float(x) for x in plain),
+            details=str(data.get("details", "")),
+            skipped=optional("skipped"),
+            error=optional("error"),
+        )

@@ -1,0 +1,275 @@
+"""Interleaved A/B: a reference and a candidate measured round by round in one session.
+
+The stored-baseline gate compares today's session with a session recorded earlier, so whatever
+the runner does in between — another tenant, a slower hour — lands in the comparison: on this
+project's shared 2-core runner unchanged sessions drifted by up to 60 % within an hour
+(docs/records/README.md). Here both sides run now, alternately, each in its own long-lived worker
+process with the model loaded once: rounds go A B B A A B B A ..., so a pair's two rounds are
+neighbours in time and a drift that is linear over a pair cancels. Each pair gives the
+candidate/reference ratio of every timing metric; the verdict is on the median ratio (beyond the
+tolerance, in the worse direction) and a one-sided Wilcoxon signed-rank test of the pairs' log
+ratios (p < ``ALPHA``): a paired test, because what varies between pairs is the machine.
+
+A side is a Python interpreter with genperf installed (two virtual environments: this
+transformers against the next, this torch against a nightly) plus optional worker arguments
+(a config, an injected slowdown). ``python -m perf.ab --help`` lists the options
+(perf/cli/ab.py); perf.judge.paired decides; docs/gate.md says how the tolerance was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from perf.judge.paired import AB_METRICS, PairedVerdict, paired_verdict
+
+READY = "ready"
+# Generations of worker processes per workload (--restarts); see run_workload. 3: one
+# generation's lasting offset (4 of 10 pairs at most) leaves the median where the others put
+# it; measured on this runner, unchanged int4: generation medians of tokens/s spread -10 ... +37 %,
+# and 3 generations cost 2.0x one's wall time, 5 cost 2.8x (docs/decisions.md).
+RESTARTS = 3
+
+
+def abba_order(pairs: int) -> list[str]:
+    """A B, B A, A B, ...: each side goes first in half the pairs."""
+    order: list[str] = []
+    for i in range(pairs):
+        order += ["reference", "candidate"] if i % 2 == 0 else ["candidate", "reference"]
+    return order
+
+
+# --------------------------------------------------------------------------------------------
+# Worker: one side, one (config, workload), the model loaded once; a round per "round" line.
+# --------------------------------------------------------------------------------------------
+
+
+def protocol_stream() -> TextIO:
+    """The worker's channel to the coordinator: its stdout, kept for the protocol alone.
+
+    Libraries print to stdout too — DeepSpeed logs its "[date] [INFO] ..." lines there, and the
+    coordinator then read a log line as a round (found on the first DeepSpeed A/B). So the
+    original stdout is duplicated for the protocol and file descriptor 1 is pointed at stderr,
+    which catches Python's prints and C libraries' writes alike.
+    """
+    sys.stdout.flush()
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return protocol
+
+
+def worker(args: argparse.Namespace) -> int:
+    protocol = protocol_stream()  # first: nothing printed after this can reach the coordinator
+    from perf.config.model import ModelSpec
+    from perf.config.prompts import load_prompts, select_prompts
+    from perf.config.settings import load_settings
+    from perf.measure import backends
+    from perf.measure.batch import prepare_batch
+    from perf.measure.device import resolve_device, unavailable_reason
+    from perf.measure.runner import Fault, GenerationRunner
+
+    settings = load_settings(Path(args.pyproject))
+    config = settings.config_defs[args.config]
+    workload = settings.workload_defs[args.workload]
+    device = resolve_device(args.device or settings.device)
+    reason = unavailable_reason(device) or backends.unavailable_reason(config, device)
+    if reason:
+        print(json.dumps({"error": reason}), file=protocol, flush=True)
+        return 2
+    spec = ModelSpec.resolve(args.model or settings.model, Path(args.pyproject).parent, "--model")
+    loaded = backends.load(spec, config, device)
+    batch = prepare_batch(
+        loaded.tokenizer, select_prompts(load_prompts(settings.prompts), workload), device.name
+    )
+    runner = GenerationRunner(loaded, workload, batch, fault=Fault(slowdown=args.inject_slowdown))
+    runner.calibrate_fault()
+    for _ in range(max(1, args.warmup)):
+        runner.measure()
+    print(json.dumps({READY: loaded.details}), file=protocol, flush=True)
+    for line in sys.stdin:
+        if line.strip() != "round":
+            break
+        values = runner.measure().metric_values()
+        print(
+            json.dumps({m: values[m] for m in AB_METRICS if m in values}),
+            file=protocol,
+            flush=True,
+        )
+    return 0
+
+
+@dataclass
+class Side:
+    """A worker process for one side; ``round()`` runs one measured round and returns it."""
+
+    name: str
+    command: list[str]
+    process: subprocess.Popen[str] | None = None
+    details: str = ""
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        message = self._read()
+        if READY not in message:
+            raise RuntimeError(f"{self.name} worker could not start: {message.get('error')}")
+        self.details = str(message[READY])
+
+    def _read(self) -> dict[str, object]:
+        assert self.process is not None and self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise RuntimeError(
+                f"{self.name} worker exited (code {code}) without an answer; its command was:"
+                f" {' '.join(self.command)}"
+            )
+        try:
+            return dict(json.loads(line))
+        except json.JSONDecodeError:
+            raise RuntimeError(
+                f"{self.name} worker wrote something other than a protocol message: {line!r}"
+            ) from None
+
+    def round(self) -> dict[str, float]:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write("round\n")
+        self.process.stdin.flush()
+        values = {k: float(v) for k, v in self._read().items()}  # type: ignore[arg-type]
+        self.rounds.append(values)
+        return values
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def worker_command(
+    python: str, args: argparse.Namespace, workload: str, slowdown: float
+) -> list[str]:
+    command = [python, "-m", "perf.ab", "worker", "--pyproject", args.pyproject]
+    command += ["--config", args.config, "--workload", workload, "--warmup", str(args.warmup)]
+    command += ["--inject-slowdown", str(slowdown)]
+    if args.model:
+        command += ["--model", args.model]
+    if args.device:
+        command += ["--device", args.device]
+    return command
+
+
+@dataclass(frozen=True)
+class WorkloadAB:
+    workload: str
+    reference: Mapping[str, object]  # worker details and every round's metrics
+    candidate: Mapping[str, object]
+    verdicts: tuple[PairedVerdict, ...]
+    wall_s: float
+
+
+def generation_sizes(pairs: int, restarts: int) -> list[int]:
+    """How many pairs each generation of worker processes measures: ``pairs`` split as evenly
+    as possible over ``restarts`` generations (10 over 3: 4, 3, 3)."""
+    if not 1 <= restarts <= pairs:
+        raise ValueError(f"restarts = {restarts}: between 1 and the number of pairs ({pairs})")
+    base, extra = divmod(pairs, restarts)
+    return [base + (1 if g < extra else 0) for g in range(restarts)]
+
+
+def run_workload(
+    args: argparse.Namespace, workload: str, tolerances: Mapping[str, float]
+) -> WorkloadAB:
+    """The workload's pairs, measured by ``args.restarts`` generations of worker processes.
+
+    A worker process can carry an offset for its whole life (an int4 worker's prefill ran 30 %
+    slower than its identical twin's in all 10 pairs of one session, docs/records/README.md). Fresh
+    processes every ``pairs / restarts`` pairs confine such an offset to its generation's pairs,
+    and the verdict's median paired change does not move while fewer than half the pairs carry
+    one. Pairs stay in ABBA order across generations.
+    """
+    commands = {
+        "reference": worker_command(args.reference_python, args, workload, 0.0),
+        "candidate": worker_command(args.candidate_python, args, workload, args.inject_slowdown),
+    }
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
+    details: dict[str, list[str]] = {name: [] for name in commands}
+    order = abba_order(args.pairs)
+    sizes = generation_sizes(args.pairs, args.restarts)
+    started = time.perf_counter()
+    done = 0
+    for generation, size in enumerate(sizes, 1):
+        sides = {name: Side(name, command) for name, command in commands.items()}
+        try:
+            for side in sides.values():
+                side.start()
+            for i in range(2 * done, 2 * (done + size)):
+                sides[order[i]].round()
+                if i % 2 == 1:
+                    elapsed = time.perf_counter() - started
+                    where = f", workers {generation}/{len(sizes)}" if len(sizes) > 1 else ""
+                    print(
+                        f"  {workload}: pair {i // 2 + 1}/{args.pairs}{where} ({elapsed:.0f} s)",
+                        file=sys.stderr,
+                    )
+        finally:
+            for side in sides.values():
+                side.stop()
+        for name, side in sides.items():
+            rounds[name] += side.rounds
+            details[name].append(side.details)
+        done += size
+    verdicts = []
+    for metric in AB_METRICS:
+        reference = [r[metric] for r in rounds["reference"] if metric in r]
+        candidate = [r[metric] for r in rounds["candidate"] if metric in r]
+        if len(reference) == len(candidate) == args.pairs:
+            tolerance = tolerances[metric]
+            verdicts.append(paired_verdict(metric, reference, candidate, tolerance))
+    return WorkloadAB(
+        workload=workload,
+        reference=_side_record(details["reference"], rounds["reference"], sizes),
+        candidate=_side_record(details["candidate"], rounds["candidate"], sizes),
+        verdicts=tuple(verdicts),
+        wall_s=round(time.perf_counter() - started, 1),
+    )
+
+
+def _side_record(
+    details: list[str], rounds: list[dict[str, float]], sizes: list[int]
+) -> dict[str, object]:
+    """A side's worker details and rounds; each round names its worker generation."""
+    generation = [g for g, size in enumerate(sizes, 1) for _ in range(size)]
+    return {
+        "details": details[0] if len(set(details)) == 1 else details,
+        "rounds": [{**r, "generation": g} for r, g in zip(rounds, generation, strict=True)],
+    }
+
+
+def worker_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m perf.ab worker")
+    parser.add_argument("--pyproject", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--workload", required=True)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--inject-slowdown", type=float, default=0.0)
+    return parser

@@ -1,0 +1,178 @@
+"""Stored baselines: one JSON file per (hardware, model, config, workload), keyed by hardware only.
+
+Layout ``baselines/<hardware-slug>/<model>/<config>__<workload>.json``. Software versions are
+recorded in each file but never part of the key: a software change is exactly what the suite
+exists to catch. Files are written only when asked (``--perf-save-baseline``), atomically, with
+sorted keys and fixed float precision so a re-baseline reads as a small diff. Loading validates
+everything and names the file and the fix when something is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from perf import __version__
+from perf.errors import BaselineError
+from perf.measure.fingerprint import Fingerprint
+from perf.measure.record import Measurement
+from perf.metrics import MetricSamples
+from perf.store.jsonio import dumps_stable, write_atomic
+
+BASELINE_SCHEMA_VERSION = 1
+SAVE_HINT = "re-record it with `pytest --benchmark --perf-save-baseline` on this machine"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A stored result: the metrics' samples and the greedy output lengths, with provenance."""
+
+    path: Path
+    hardware: str
+    metrics: Mapping[str, MetricSamples]
+    output_lengths: tuple[tuple[int, ...], ...]
+    created_at: str
+    git_commit: str | None
+    software: Mapping[str, object]
+    # The sessions pooled in it, oldest first: created_at, git_commit, rounds.
+    sessions: tuple[Mapping[str, object], ...] = ()
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class BaselineStore:
+    """Baselines of one hardware fingerprint under ``root``."""
+
+    def __init__(self, root: Path, environment: Fingerprint) -> None:
+        self.root = root
+        self.environment = environment
+
+    def path(self, model: str, config: str, workload: str) -> Path:
+        return self.root / self.environment.slug / model / f"{config}__{workload}.json"
+
+    def save(self, result: Measurement, run: Mapping[str, object], sessions: int = 1) -> Path:
+        """Write ``result`` as the baseline; with ``sessions`` > 1, pooled with the stored
+        baseline's latest ``sessions - 1`` sessions (their rounds kept, the oldest dropped).
+
+        One session's rounds share that hour's machine: on this project's runner the same 10
+        unchanged sessions drew 41 false verdicts from a one-session baseline and 6 from one
+        pooled from three (docs/records/2026-11-29-calibration-3.md). ``sessions`` in the file
+        lists each pooled session's time, commit and rounds, newest last.
+        """
+        if not result.metrics:
+            raise BaselineError(f"{result.case_id}: nothing measured, no baseline to save")
+        path = self.path(result.model, result.config, result.workload)
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        commit = git_commit(self.root)
+        this: dict[str, object] = {
+            "created_at": now,
+            "git_commit": commit,
+            "rounds": len(result.output_lengths),
+        }
+        pooled: list[Mapping[str, object]] = [this]
+        samples = {name: list(m.samples) for name, m in result.metrics.items()}
+        lengths = [list(row) for row in result.output_lengths]
+        previous = self.load(result.model, result.config, result.workload) if sessions > 1 else None
+        if previous is not None:
+            kept = list(previous.sessions)[-(sessions - 1) :]
+            keep_rounds = sum(int(str(s["rounds"])) for s in kept)
+            if set(previous.metrics) != set(samples):
+                raise BaselineError(
+                    f"{path}: stored metrics {sorted(previous.metrics)} differ from this run's"
+                    f" {sorted(samples)}; pool only sessions of the same code and device,"
+                    " or re-record without --perf-baseline-sessions"
+                )
+            for name, metric in previous.metrics.items():
+                samples[name] = list(metric.samples[-keep_rounds:]) + samples[name]
+            lengths = [list(row) for row in previous.output_lengths[-keep_rounds:]] + lengths
+            pooled = kept + pooled
+        document = {
+            "schema_version": BASELINE_SCHEMA_VERSION,
+            "genperf_version": __version__,
+            "created_at": now,
+            "git_commit": commit,
+            "environment": self.environment.to_dict(),
+            "run": dict(run),
+            "sessions": pooled,
+            "model": result.model,
+            "config": result.config,
+            "workload": result.workload,
+            "metrics": {
+                name: MetricSamples.of(name, tuple(values)).to_dict()
+                for name, values in sorted(samples.items())
+            },
+            "output_lengths": lengths,
+        }
+        write_atomic(path, dumps_stable(document))
+        return path
+
+    def load(self, model: str, config: str, workload: str) -> Baseline | None:
+        """The stored baseline, None when there is none; ``BaselineError`` when it is unusable."""
+        path = self.path(model, config, workload)
+        if not path.is_file():
+            return None
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BaselineError(f"{path}: not readable JSON ({exc}); {SAVE_HINT}") from None
+        if not isinstance(document, dict):
+            raise BaselineError(f"{path}: expected a JSON object; {SAVE_HINT}")
+        version = document.get("schema_version")
+        if version != BASELINE_SCHEMA_VERSION:
+            raise BaselineError(
+                f"{path}: schema_version {version!r}, this genperf reads"
+                f" {BASELINE_SCHEMA_VERSION}; {SAVE_HINT}"
+            )
+        try:
+            hardware = document["environment"]["hardware"]["slug"]
+            raw_metrics = document["metrics"]
+            metrics = {str(k): MetricSamples.from_dict(str(k), v) for k, v in raw_metrics.items()}
+            lengths = tuple(tuple(int(n) for n in row) for row in document["output_lengths"])
+        except (KeyError, TypeError, ValueError, AssertionError, AttributeError) as exc:
+            raise BaselineError(
+                f"{path}: malformed baseline ({type(exc).__name__}: {exc}); {SAVE_HINT}"
+            ) from None
+        if hardware != self.environment.slug:
+            raise BaselineError(
+                f"{path}: recorded on hardware {hardware!r}, this machine is"
+                f" {self.environment.slug!r}; move it under baselines/{hardware}/ or {SAVE_HINT}"
+            )
+        empty = [name for name, m in metrics.items() if not m.samples]
+        if empty:
+            raise BaselineError(f"{path}: metric {empty[0]!r} has no samples; {SAVE_HINT}")
+        return Baseline(
+            path=path,
+            hardware=hardware,
+            metrics=metrics,
+            output_lengths=lengths,
+            created_at=str(document.get("created_at", "")),
+            git_commit=document.get("git_commit"),
+            software=document["environment"].get("software", {}),
+            sessions=_sessions(document, len(lengths)),
+        )
+
+
+def _sessions(document: Mapping[str, object], rounds: int) -> tuple[Mapping[str, object], ...]:
+    """The pooled sessions; a file written before pooling is one session of all its rounds."""
+    listed = document.get("sessions")
+    if isinstance(listed, list) and listed:
+        return tuple(dict(s) for s in listed)
+    return (
+        {
+            "created_at": document.get("created_at"),
+            "git_commit": document.get("git_commit"),
+            "rounds": rounds,
+        },
+    )

@@ -1,0 +1,112 @@
+"""History: an append-only JSONL file of session medians.
+
+Each benchmark session run with ``--perf-history PATH`` appends one line: when, which commit,
+which hardware and software, and every case's medians. ``python -m perf.history PATH`` names
+the sessions where a metric shifted (perf.judge.changes). docs/history.md explains the file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from perf.errors import GenperfError
+
+HISTORY_SCHEMA_VERSION = 1
+
+
+class HistoryError(GenperfError):
+    """The history file cannot be read or appended to."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One session: its provenance and every case's metric medians."""
+
+    time: str
+    git_commit: str | None
+    hardware: str
+    kind: str  # "benchmark" or "soak"
+    software: Mapping[str, object]
+    medians: Mapping[str, Mapping[str, float]]  # case id -> metric -> median
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "schema_version": HISTORY_SCHEMA_VERSION,
+            "time": self.time,
+            "git_commit": self.git_commit,
+            "hardware": self.hardware,
+            "kind": self.kind,
+            "software": dict(self.software),
+            "medians": {case: dict(sorted(m.items())) for case, m in sorted(self.medians.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Entry:
+        medians = data["medians"]
+        software = data.get("software") or {}
+        assert isinstance(medians, Mapping) and isinstance(software, Mapping)
+        commit = data.get("git_commit")
+        return cls(
+            time=str(data["time"]),
+            git_commit=None if commit is None else str(commit),
+            hardware=str(data["hardware"]),
+            kind=str(data.get("kind", "benchmark")),
+            software=dict(software),
+            medians={
+                str(case): {str(k): float(v) for k, v in values.items()}
+                for case, values in medians.items()
+            },
+        )
+
+
+def entry_now(
+    medians: Mapping[str, Mapping[str, float]],
+    *,
+    hardware: str,
+    software: Mapping[str, object],
+    git_commit: str | None,
+    kind: str = "benchmark",
+) -> Entry:
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return Entry(now, git_commit, hardware, kind, software, medians)
+
+
+def append(path: Path, entry: Entry) -> None:
+    """Append one line and fsync it: a crash never leaves half an entry behind a good one."""
+    line = json.dumps(entry.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise HistoryError(f"{path}: cannot append to the history ({exc})") from None
+
+
+def read(path: Path) -> list[Entry]:
+    """Every entry, oldest first; a bad line names its number (nothing is skipped silently)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HistoryError(f"{path}: cannot read the history ({exc})") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            version = data.get("schema_version")
+            if version != HISTORY_SCHEMA_VERSION:
+                raise ValueError(f"schema_version {version!r}, expected {HISTORY_SCHEMA_VERSION}")
+            entries.append(Entry.from_dict(data))
+        except (ValueError, KeyError, TypeError, AssertionError, AttributeError) as exc:
+            raise HistoryError(
+                f"{path}:{number}: not a history entry ({exc}); remove or fix that line"
+            ) from None
+    return entries
