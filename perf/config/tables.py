@@ -5,7 +5,7 @@ every error names the table, the key, the value and what is allowed."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from perf.config.run import (
@@ -77,12 +77,20 @@ def check_types(where: str, table: Mapping[str, object], schema: Mapping[str, ob
             raise _fail(where, key, value, names)
 
 
+def _named_tables(
+    table: object, source: str, kind: str
+) -> Iterator[tuple[str, Mapping[str, object], str]]:
+    """``[tool.genperf.KIND.NAME]`` tables: (name, table, where it is, for messages)."""
+    for name, sub in cast(Mapping[str, object], table).items():
+        where = f"{source} [tool.genperf.{kind}.{name}]"
+        if not isinstance(sub, Mapping):
+            raise _fail(where, name, sub, "a table")
+        yield name, sub, where
+
+
 def parse_configs(table: object, source: str) -> dict[str, RunConfig]:
     config_defs: dict[str, RunConfig] = {}
-    for name, sub in cast(Mapping[str, object], table).items():
-        sub_where = f"{source} [tool.genperf.config.{name}]"
-        if not isinstance(sub, Mapping):
-            raise _fail(sub_where, name, sub, "a table")
+    for name, sub, sub_where in _named_tables(table, source, "config"):
         check_types(sub_where, sub, _CONFIG_KEYS)
         fields_ = dict(cast(Mapping[str, Any], sub))
         try:
@@ -174,10 +182,7 @@ def _parse_workload(name: str, table: Mapping[str, object], where: str) -> Workl
 
 
 def parse_workloads(table: object, source: str) -> dict[str, Workload]:
-    workload_defs: dict[str, Workload] = {}
-    for name, sub in cast(Mapping[str, object], table).items():
-        sub_where = f"{source} [tool.genperf.workload.{name}]"
-        if not isinstance(sub, Mapping):
-            raise _fail(sub_where, name, sub, "a table")
-        workload_defs[name] = _parse_workload(name, sub, sub_where)
-    return workload_defs
+    return {
+        name: _parse_workload(name, sub, where)
+        for name, sub, where in _named_tables(table, source, "workload")
+    }

@@ -116,10 +116,13 @@ class Side:
     details: str = ""
     rounds: list[dict[str, float]] = field(default_factory=list)
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Start the worker process; ``ready()`` waits for its model to be loaded."""
         self.process = subprocess.Popen(
             self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
         )
+
+    def ready(self) -> None:
         message = self._read()
         if READY not in message:
             raise RuntimeError(f"{self.name} worker could not start: {message.get('error')}")
@@ -218,8 +221,11 @@ def run_workload(
     for generation, size in enumerate(sizes, 1):
         sides = {name: Side(name, command) for name, command in commands.items()}
         try:
+            # both workers load their model at once (the start is most of an A/B's wall time)
             for side in sides.values():
-                side.start()
+                side.launch()
+            for side in sides.values():
+                side.ready()
             for i in range(2 * done, 2 * (done + size)):
                 sides[order[i]].round()
                 if i % 2 == 1:

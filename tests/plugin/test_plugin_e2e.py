@@ -44,15 +44,38 @@ def project(pytester):
     return pytester
 
 
-def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monkeypatch):
+# A third workload that crashes: its class has no prompts in the run's prompts file.
+CRASHING = """
+[tool.genperf.workload.long-b1]
+prompt_class = "long"
+batch_size = 1
+max_new_tokens = 4
+"""
+
+
+def test_benchmark_run_writes_reports_and_benchmark_json(pytester, tmp_path, monkeypatch):
+    """One session, three cases: two measured against no stored baseline, one that crashes
+    (its test fails with the reason, the others still run and report)."""
+    fixtures = Path(__file__).parents[2] / "fixtures" / "prompts.jsonl"
+    prompts = tmp_path / "no-long.jsonl"
+    lines = fixtures.read_text().splitlines()
+    prompts.write_text("\n".join(x for x in lines if json.loads(x)["class"] != "long") + "\n")
+    pytester.makefile(".toml", pyproject=PYPROJECT.format(prompts=prompts) + CRASHING)
+    pytester.makepyfile(test_bench=BENCH_TEST)
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     report_dir = tmp_path / "reports"
     bench_json = tmp_path / "bench.json"
-    result = project.runpytest_subprocess(
+    result = pytester.runpytest_subprocess(
         "--benchmark", "--perf-report", str(report_dir), f"--benchmark-json={bench_json}", "-v"
     )
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*baseline*long-b1*error: ConfigError*no prompts of class 'long'*",
+            "*no stored baseline on this hardware*--perf-save-baseline*",
+        ]
+    )
     result.stdout.fnmatch_lines(
         [
             "*genperf: baseline-greedy-b1: warm-up 1/1: * tok/s, e2e * ms",
@@ -69,8 +92,11 @@ def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monk
     assert report["environment"]["hardware"]["slug"].startswith("cpu-")
     assert report["run"]["rounds"] == 2
     by_workload = {r["workload"]: r for r in report["results"]}
-    assert set(by_workload) == {"greedy-b1", "sampled-b3"}
+    assert set(by_workload) == {"greedy-b1", "sampled-b3", "long-b1"}
+    assert "no prompts of class 'long'" in by_workload["long-b1"]["error"]
     greedy = by_workload["greedy-b1"]
+    assert greedy["error"] is None
+    assert set(greedy["verdicts"].values()) == {"no-baseline"}
     assert greedy["skipped"] is None and greedy["memory_source"] == "psutil-rss"
     for name in (
         "output_tokens_per_s",
@@ -113,7 +139,7 @@ def test_benchmark_run_writes_reports_and_benchmark_json(project, tmp_path, monk
     assert extra["output_tokens_per_s"] > 0
     assert bench["benchmarks"][0]["stats"]["rounds"] == 2
     # ... and pytest-benchmark's own tools still read it
-    compare = project.run(
+    compare = pytester.run(
         Path(sys.executable).parent / "pytest-benchmark", "compare", str(bench_json)
     )
     assert compare.ret == 0
@@ -196,27 +222,6 @@ def test_benchmark_without_any_workload_says_what_to_add(pytester):
     result.stderr.fnmatch_lines(
         ["*no configs to run; define at least one [[]tool.genperf.config.NAME[]]*"]
     )
-
-
-def test_a_crashing_case_fails_its_own_test_and_the_rest_still_run(pytester, tmp_path):
-    prompts = tmp_path / "only-short.jsonl"
-    prompts.write_text(json.dumps({"id": "s1", "class": "short", "domain": "hr", "text": "Hi"}))
-    pytester.makefile(
-        ".toml",
-        pyproject=PYPROJECT.format(prompts=prompts).replace(
-            'prompt_class = ["short", "medium"]', 'prompt_class = "long"'
-        ),
-    )
-    pytester.makepyfile(test_bench=BENCH_TEST)
-    result = pytester.runpytest_subprocess("--benchmark", "--perf-report", str(tmp_path / "r"))
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(
-        ["*baseline*sampled-b3*error: ConfigError*no prompts of class 'long'*"]
-    )
-    report = json.loads((tmp_path / "r" / "report.json").read_text())
-    errors = {r["workload"]: r["error"] for r in report["results"]}
-    assert errors["greedy-b1"] is None
-    assert "no prompts of class 'long'" in errors["sampled-b3"]
 
 
 def test_loading_the_plugin_imports_nothing_heavy():

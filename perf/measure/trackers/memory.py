@@ -13,6 +13,7 @@ was used instead; it never raises.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -173,18 +174,31 @@ def trim_host_memory() -> float:
     unless ``malloc_trim`` is asked to return them, and without it a previous model's pages
     would be charged to the next config (measured: docs/decisions.md).
     """
-    import ctypes
-    import ctypes.util
     import gc
 
     import psutil
 
     gc.collect()
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-            ctypes.CDLL(libc_name).malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
     return float(psutil.Process().memory_info().rss) / MIB
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, looked up once (``find_library`` runs ``ldconfig``: 50 ms and
+    more per call, and the properties trim before every drawn example); None: not glibc."""
+    import ctypes
+    import ctypes.util
+
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    try:
+        return ctypes.CDLL(libc_name).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 @dataclass
