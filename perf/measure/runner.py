@@ -113,7 +113,7 @@ class GenerationRunner:
             if with_clock:
                 self._clock.start()
             started = time.perf_counter()
-            sequences = self.loaded.model.generate(  # type: ignore[operator]
+            sequences = self.loaded.model.generate(
                 input_ids=self.batch.input_ids,
                 attention_mask=self.batch.attention_mask,
                 logits_processor=processors,
@@ -168,7 +168,7 @@ class GenerationRunner:
 
         torch.manual_seed(self.workload.sampling.seed)
         with torch.inference_mode():
-            out = self.loaded.model.generate(  # type: ignore[operator]
+            out = self.loaded.model.generate(
                 input_ids=self.batch.input_ids,
                 attention_mask=self.batch.attention_mask,
                 output_logits=True,

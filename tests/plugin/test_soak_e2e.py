@@ -1,4 +1,4 @@
-"""The soak for real on the tiny model, through pytester: skipped without --soak; a quarter-minute
+"""The soak for real on the tiny model, through pytester: skipped without --soak; a 12-second
 soak passes and writes soak.json, its chart and a history entry; a planted leak (tensors kept
 every step) fails it with the slope; the options are validated."""
 
@@ -47,7 +47,7 @@ def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
     clean = project.runpytest_subprocess(
         "--soak",
         "--soak-minutes",
-        "0.25",
+        "0.2",
         "--perf-report",
         str(tmp_path / "clean"),
         "--perf-history",
@@ -73,7 +73,7 @@ def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
     leaky = project.runpytest_subprocess(
         "--soak",
         "--soak-minutes",
-        "0.15",
+        "0.1",
         "--soak-inject-leak",
         "2",
         "--perf-report",

@@ -235,7 +235,7 @@ def load_pretrained(
 
 def to_device(model: PreTrainedModel, device: DeviceInfo) -> PreTrainedModel:
     # transformers wraps ``to`` in a decorator whose stub mistypes the device argument.
-    moved: PreTrainedModel = model.to(device.name)  # type: ignore[arg-type]
+    moved: PreTrainedModel = model.to(device.name)
     return moved
 
 

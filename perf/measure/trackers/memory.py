@@ -94,9 +94,9 @@ def pci_bus_id(device: DeviceInfo) -> str:
     props = torch.cuda.get_device_properties(device.index)
     # Real attributes of torch's device properties, missing from its type stubs (torch's own
     # torch/numa/binding.py reads them the same way).
-    domain = props.pci_domain_id  # type: ignore[attr-defined]
-    bus = props.pci_bus_id  # type: ignore[attr-defined]
-    dev = props.pci_device_id  # type: ignore[attr-defined]
+    domain = props.pci_domain_id
+    bus = props.pci_bus_id
+    dev = props.pci_device_id
     return f"{domain:08x}:{bus:02x}:{dev:02x}.0"
 
 
@@ -166,19 +166,21 @@ def cuda_allocated_mib(device: DeviceInfo) -> float | None:
     return float(torch.cuda.memory_allocated(device.name)) / MIB
 
 
-def trim_host_memory() -> float:
+def trim_host_memory(generation: int = 2) -> float:
     """Collect garbage, hand freed heap back to the OS, and return this process's RSS in MiB.
 
     Called after a model is released and before the next one loads, so that the next config's
     RSS growth (``peak_rss_delta_mib``) is its own: glibc keeps freed small-block arenas mapped
     unless ``malloc_trim`` is asked to return them, and without it a previous model's pages
-    would be charged to the next config (measured: docs/decisions.md).
+    would be charged to the next config (measured: docs/decisions.md). ``generation`` is the
+    oldest garbage-collector generation collected: 2, everything (0.26 s in a process full of
+    Hypothesis's shrinker state), or 1 for a reading taken before every drawn example.
     """
     import gc
 
     import psutil
 
-    gc.collect()
+    gc.collect(generation)
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
