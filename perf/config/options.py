@@ -39,6 +39,7 @@ def one_of(*choices: str) -> Rule:
 
 
 POSITIVE = Rule(lambda v: v > 0, "> 0")
+NON_NEGATIVE_MIB = Rule(lambda v: v >= 0, ">= 0 MiB")
 
 
 def number(what: str, rule: Rule, strip: str = "") -> Callable[[str], float]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from perf.config.options import Rule, number, setting
+from perf.config.options import NON_NEGATIVE_MIB, Rule, number, setting
 from perf.config.run import Workload
 from perf.measure.backends import LoadedModel
 from perf.measure.batch import PreparedBatch
@@ -47,7 +47,7 @@ class Fault:
         "Fault injection: hold MIB extra MiB during every measured generate",
         flag="--perf-inject-memory",
         metavar="MIB",
-        parse=number("a number of MiB", Rule(lambda x: x >= 0, ">= 0 MiB")),
+        parse=number("a number of MiB", NON_NEGATIVE_MIB),
     )
 
 

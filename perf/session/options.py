@@ -11,12 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf.config.model import ModelSpec
-from perf.config.options import POSITIVE, Rule, number, setting
+from perf.config.options import NON_NEGATIVE_MIB, POSITIVE, Rule, number, setting
 from perf.config.run import RunConfig, Workload
 from perf.config.settings import Settings
 from perf.measure.runner import Fault
-
-NON_NEGATIVE_MIB = Rule(lambda x: x >= 0, ">= 0 MiB")
 
 
 @dataclass(frozen=True)
