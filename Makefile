@@ -17,7 +17,7 @@ BENCH_ARGS ?= --perf-rounds 3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genperf-installed
 
-.PHONY: bench test setup clean
+.PHONY: bench baseline test setup clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,15 @@ $(STAMP): pyproject.toml Makefile
 # HF_HUB_OFFLINE: the embedded and tiny models load from disk; nothing here may reach the hub.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/pytest --benchmark tests/benchmarks --perf-report reports $(BENCH_ARGS)
+
+# Record this runner's baselines: three sessions, each saved only if all its checks pass and
+# pooled with the ones before (the gate needs the spread between sessions, docs/gate.md); then
+# commit baselines/<this hardware>/. Sessions hours apart show more of the runner's drift.
+baseline: $(STAMP)
+	for i in 1 2 3; do \
+	  HF_HUB_OFFLINE=1 $(BIN)/pytest --benchmark tests/benchmarks --perf-report reports/baseline-$$i \
+	    $(BENCH_ARGS) --perf-save-baseline --perf-baseline-sessions 3 || exit 1; \
+	done
 
 # --timeout: a hung test must fail CI, not stall it (the slowest test takes ~14 s here).
 test: $(STAMP)

@@ -117,7 +117,12 @@ def _parametrize_configs(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    options = _session(config).options
+    session = _session(config)
+    options = session.options
+    if options.enabled and any(_case_of(item) for item in items):
+        found = session.preflight(timed=not config.getoption("benchmark_disable", False))
+        if found:
+            raise pytest.UsageError("genperf: " + "\n  ".join(found))
     soak = options.soak.enabled
     cuda: bool | None = None
     for item in items:
@@ -134,10 +139,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=SKIP_GPU))
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+def _case_of(item: pytest.Item) -> Case | None:
     callspec = getattr(item, "callspec", None)
     case = callspec.params.get("perf_case") if callspec else None
-    if not isinstance(case, Case) or item.get_closest_marker("skip"):
+    return case if isinstance(case, Case) else None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    case = _case_of(item)
+    if case is None or item.get_closest_marker("skip"):
         return
     session = _session(item.config)
     reason = session.skip_reason(case.config)
@@ -209,10 +219,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     perf.release()  # the model is not needed past the last test, with or without reports
     if not perf.results and not perf.soak_results:
         return
-    written = _append_history(session, perf)
+    saved, not_saved = perf.save_baselines(session.testsfailed)
+    if not_saved:
+        _fail(session, not_saved)
+    _fail_if_nothing_judged(session, perf)
+    written = saved + _append_history(session, perf)
     if perf.options.report_dir is not None:
         written += _write_reports(perf, perf.options.report_dir)
     session.config.stash[WRITTEN_KEY] = written
+
+
+def _fail(session: pytest.Session, problem: str) -> None:
+    """Not a silent loss: the session fails and the summary says why."""
+    session.config.stash[PROBLEMS_KEY] = [*problems(session.config), problem]
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _fail_if_nothing_judged(session: pytest.Session, perf: PerfSession) -> None:
+    """When the gate fails closed, a session in which no case was judged against a baseline
+    (every one skipped, say) cannot pass."""
+    if not perf.settings.requires_baseline or perf.options.save_baseline or not perf.results:
+        return
+    if not any(r.verdicts and not r.gate.not_judged for r in perf.results):
+        _fail(
+            session,
+            "require_baseline: no case was judged against a stored baseline in this session"
+            f" ({len(perf.results)} case(s): skipped, failed or without a baseline)",
+        )
 
 
 def _append_history(session: pytest.Session, perf: PerfSession) -> list[Path]:
@@ -226,9 +259,7 @@ def _append_history(session: pytest.Session, perf: PerfSession) -> list[Path]:
     try:
         append(perf.options.history, entry)
     except HistoryError as exc:
-        # not a silent loss: the session fails and the summary says why
-        session.config.stash[PROBLEMS_KEY] = [*problems(session.config), str(exc)]
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        _fail(session, str(exc))
         return []
     return [perf.options.history]
 

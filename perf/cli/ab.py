@@ -13,7 +13,14 @@ from pathlib import Path
 from perf.config.settings import parse_name_list, parse_tolerance
 from perf.judge.gate import ALPHA
 from perf.judge.paired import AB_METRICS, AB_TOLERANCES
-from perf.scenarios.ab import RESTARTS, WorkloadAB, run_workload, worker, worker_parser
+from perf.scenarios.ab import (
+    RESTARTS,
+    Checkout,
+    WorkloadAB,
+    run_workload,
+    worker,
+    worker_parser,
+)
 
 
 def render(results: Sequence[WorkloadAB]) -> str:
@@ -38,9 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
         " session (A B B A ...), each in its own worker with the model loaded once; the verdict"
         " is paired, so drift of the machine cancels.",
     )
-    parser.add_argument("--reference-python", default=sys.executable, help="interpreter of side A")
-    parser.add_argument("--candidate-python", default=sys.executable, help="interpreter of side B")
-    parser.add_argument("--pyproject", default="pyproject.toml")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="PATH",
+        help="side A: a checkout (its workers run there, import its perf and read its"
+        " pyproject.toml; interpreter PATH/.venv/bin/python) or an interpreter",
+    )
+    parser.add_argument("--candidate", default=None, metavar="PATH", help="side B, the same way")
+    parser.add_argument(
+        "--reference-python",
+        default=None,
+        help="interpreter of side A (default: PATH/.venv/bin/python, else this one); without"
+        " --reference its checkout is the one it lives in (<checkout>/.venv/bin/python), else"
+        " the working directory",
+    )
+    parser.add_argument("--candidate-python", default=None, help="interpreter of side B")
+    parser.add_argument(
+        "--pyproject",
+        default="pyproject.toml",
+        help="each side reads this file of its own checkout. Default: %(default)s",
+    )
     parser.add_argument("--config", default="baseline", help="a config of [tool.genperf]")
     parser.add_argument("--workloads", default="short-b1", help="comma-separated workload names")
     parser.add_argument("--model", default=None, help="default: [tool.genperf] model")
@@ -80,8 +105,13 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
         )
     if not 1 <= args.restarts <= args.pairs:
         parser.error(f"--restarts {args.restarts}: between 1 and --pairs ({args.pairs})")
-    tolerances = {m: args.tolerance or t for m, t in AB_TOLERANCES.items()}
+    # --tolerance 0 is a tolerance (any significant change fails), not "unset"
+    tolerances = {
+        m: t if args.tolerance is None else args.tolerance for m, t in AB_TOLERANCES.items()
+    }
     try:
+        args.reference_side = Checkout.of(args.reference, args.reference_python)
+        args.candidate_side = Checkout.of(args.candidate, args.candidate_python)
         args.workloads = parse_name_list(args.workloads)
         for item in args.metric_tolerance:
             name, pct = parse_tolerance(item)

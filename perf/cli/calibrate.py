@@ -48,6 +48,7 @@ def cases_from_reports(
                     result.metrics,
                     baseline.metrics,
                     tuple(r.metrics for r in result.gate.remeasured),
+                    baseline.session_rounds,
                 )
             )
         sessions.append(cases)

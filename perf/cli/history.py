@@ -39,12 +39,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         entries = read(args.path)
+        planted = [e for e in entries if e.injected]
+        entries = [e for e in entries if not e.injected]
     except HistoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     metrics = args.metric or list(DEFAULT_METRICS)
     changes = find_changes(entries, metrics=metrics, min_change_pct=args.min_change)
     print(f"{args.path}: {len(entries)} entries")
+    if planted:
+        print(f"  ({len(planted)} more left out: sessions with injected faults, --perf-inject-*)")
     for change in changes:
         print(change.describe(entries))
     if not changes:

@@ -7,7 +7,9 @@ pytest option, its ``[tool.genperf]`` key, its validation and its default from i
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -170,6 +172,18 @@ class Settings:
         toml=bool,
         action="store_true",
     )
+    # Fail closed: every case must be judged against a stored baseline of this hardware, and
+    # nothing may silently go uncompared (docs/gate.md). None: on when CI is true.
+    require_baseline: bool | None = setting(
+        None,
+        "Fail a case that was not judged: no stored baseline for this hardware, a gated metric"
+        " on one side only, parity or an expectation that could not be evaluated"
+        " (--no-perf-require-baseline: off)",
+        shown_default="on when the CI environment variable is true, else off",
+        flag="--perf-require-baseline",
+        toml=bool,
+        action=argparse.BooleanOptionalAction,
+    )
     # A case whose gate fails is measured again up to this many times; a metric fails only if
     # it fails every time ("two consecutive bad points"): this runner's int4 excursions lasted
     # one workload of one session (docs/decisions.md, "Re-measure before failing").
@@ -240,6 +254,14 @@ class Settings:
             if t.applies_to(is_cuda)
         }
         return {**scoped, **self.tolerances}
+
+    @property
+    def requires_baseline(self) -> bool:
+        """``require_baseline``, and when unset whether the CI variable is true (GitHub
+        Actions, GitLab and most CI systems set CI=true)."""
+        if self.require_baseline is not None:
+            return self.require_baseline
+        return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
     @property
     def normalizes(self) -> bool:

@@ -20,12 +20,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from perf.judge.gate import ALPHA, Tolerance, tolerance_for, worse_p_values
+from perf.judge.gate import ALPHA, MIN_SESSIONS, min_p_value, regression_flags, session_medians
+from perf.judge.tolerance import Tolerance, tolerance_for
 from perf.metrics import GATED, MetricSamples
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+# The per-session false-alarm budget: at most one unchanged session in 20 may fail on any of
+# its comparisons (cases x gated metrics). The calibration reports the rate its model predicts
+# against it; python -m perf.calibrate the rate measured on unchanged sessions (docs/gate.md).
+SESSION_BUDGET = 0.05
 # The operating point: the gate's own significance level (1 % false alarms per metric, when
 # rounds are independent), and a regression of the reported size caught 95 % of the time.
 FALSE_ALARM = ALPHA
@@ -60,6 +65,9 @@ class MetricCalibration:
     limited_by: str  # "tolerance", "noise" or "rounds"
     target_pct: float
     rounds_for_target: int  # rounds on each side for the test alone to see target_pct
+    sessions: int = 1  # baseline sessions
+    between_pct: float | None = None  # their medians' relative spread; None: < 2 sessions
+    false_alarm_pct: float | None = None  # per comparison, unchanged code, simulated
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -74,6 +82,9 @@ class MetricCalibration:
             "limited_by": self.limited_by,
             "target_pct": self.target_pct,
             "rounds_for_target": self.rounds_for_target,
+            "sessions": self.sessions,
+            "between_pct": self.between_pct,
+            "false_alarm_pct": self.false_alarm_pct,
         }
 
     @classmethod
@@ -94,6 +105,9 @@ class MetricCalibration:
             limited_by=str(data["limited_by"]),
             target_pct=float(str(data["target_pct"])),
             rounds_for_target=int(str(data["rounds_for_target"])),
+            sessions=int(str(data.get("sessions", 1))),
+            between_pct=number("between_pct"),
+            false_alarm_pct=number("false_alarm_pct"),
         )
 
     def describe(self) -> str:
@@ -125,11 +139,6 @@ def relative_noise(*sample_sets: Sequence[float]) -> float:
     return MAD_TO_SIGMA * statistics.median(abs(r - middle) for r in residuals)
 
 
-def min_p_value(m: int, n: int) -> float:
-    """The smallest one-sided p an exact Mann-Whitney U test can return for m and n samples."""
-    return 1 / math.comb(m + n, m)
-
-
 def detection_rate(
     shift: float,
     *,
@@ -141,37 +150,76 @@ def detection_rate(
     alpha: float = FALSE_ALARM,
     simulations: int = SIMULATIONS,
     seed: int = 0,
+    between: float = 0.0,
+    sessions: int = 1,
 ) -> float:
-    """How often the gate flags a true relative ``shift`` in the worse direction.
+    """How often the gate flags a true relative ``shift`` in the worse direction (at shift 0:
+    its false-alarm rate per comparison).
 
-    Simulates the gate's decision exactly (perf.judge.gate): the median must move beyond
-    ``tolerance`` (relative) and the one-sided Mann-Whitney U test must give p < alpha. Noise is
-    normal with relative standard deviation ``noise``. A fixed seed (common random numbers)
-    makes the rate a deterministic, monotone function of the shift.
+    Simulates the gate's decision exactly (``gate_flags``: tolerance, the baseline sessions'
+    spread when there are ``MIN_SESSIONS`` or more, one-sided Mann-Whitney U) on two levels of
+    normal noise: each session sits ``between`` (relative standard deviation) away from the
+    true value, and each round ``noise`` away from its session's. The baseline is ``sessions``
+    sessions sharing ``baseline_rounds``. A fixed seed (common random numbers) makes the rate
+    a deterministic, monotone function of the shift.
     """
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    base = 1 + noise * rng.standard_normal((simulations, baseline_rounds))
+    per = max(1, baseline_rounds // max(1, sessions))
+    sessions = max(1, baseline_rounds // per)
+    base3 = 1 + noise * rng.standard_normal((simulations, sessions, per))
     now = 1 + noise * rng.standard_normal((simulations, rounds))
+    if between > 0:
+        base3 = base3 * (1 + between * rng.standard_normal((simulations, sessions, 1)))
+        now = now * (1 + between * rng.standard_normal((simulations, 1)))
     now = now * ((1 - shift) if better == "higher" else (1 + shift))
-    return float(np.mean(gate_flags(now, base, better=better, tolerance=tolerance, alpha=alpha)))
+    worst = None
+    if sessions >= MIN_SESSIONS:
+        medians = np.median(base3, axis=2)
+        worst = medians.min(axis=1) if better == "higher" else medians.max(axis=1)
+    base = base3.reshape(simulations, sessions * per)
+    flags = gate_flags(
+        now, base, better=better, tolerance=tolerance, alpha=alpha, worst_session=worst
+    )
+    return float(np.mean(flags))
+
+
+def session_false_alarm(rates: Sequence[float]) -> tuple[float, float]:
+    """The chance that a session of these comparisons fails on at least one, with nothing
+    changed, as bounds: at least the largest single rate (the comparisons moving together, as
+    a slow hour moves every case at once), at most 1 - prod(1 - rate) (independent). The
+    budget it is reported against is ``SESSION_BUDGET``."""
+    survive = 1.0
+    for rate in rates:
+        survive *= 1 - rate
+    return max(rates, default=0.0), 1 - survive
 
 
 def gate_flags(
-    now: NDArray[Any], base: NDArray[Any], *, better: str, tolerance: float, alpha: float = ALPHA
+    now: NDArray[Any],
+    base: NDArray[Any],
+    *,
+    better: str,
+    tolerance: float,
+    alpha: float = ALPHA,
+    worst_session: NDArray[Any] | None = None,
 ) -> NDArray[Any]:
-    """perf.judge.gate's ``regressed`` decision, vectorised over rows of samples: the median moved
-    beyond ``tolerance`` (relative to the baseline median) in the worse direction, and the
-    one-sided Mann-Whitney U test gives p < alpha — the gate's own p-values (``worse_p_values``,
-    ties included), so the calibration and the gate cannot disagree."""
+    """perf.judge.gate's ``regressed`` decision on rows of relative samples: exactly
+    ``regression_flags``, the function ``compare_metric`` calls, with the tolerance given
+    relative to each row's baseline median."""
     import numpy as np
 
-    higher = better == "higher"
-    base_median, now_median = np.median(base, axis=1), np.median(now, axis=1)
-    worse_by = (base_median - now_median) if higher else (now_median - base_median)
-    beyond = worse_by > tolerance * np.abs(base_median)
-    return beyond & (worse_p_values(now, base, higher) < alpha)
+    allowed = tolerance * np.abs(np.median(np.atleast_2d(base), axis=1))
+    flags, _, _ = regression_flags(
+        now,
+        base,
+        higher=better == "higher",
+        allowed=allowed,
+        worst_session=worst_session,
+        alpha=alpha,
+    )
+    return flags
 
 
 def smallest_detectable(
@@ -183,6 +231,8 @@ def smallest_detectable(
     tolerance: float,
     alpha: float = FALSE_ALARM,
     power: float = POWER,
+    between: float = 0.0,
+    sessions: int = 1,
 ) -> float | None:
     """The smallest relative shift detected with ``power``; None if no shift is."""
     if min_p_value(rounds, baseline_rounds) >= alpha:
@@ -198,6 +248,8 @@ def smallest_detectable(
             better=better,
             tolerance=tolerance,
             alpha=alpha,
+            between=between,
+            sessions=sessions,
         )
         return rate >= power
 
@@ -250,9 +302,11 @@ def detectable_sizes(
     better: str,
     tolerance: Tolerance,
     baseline_median: float,
+    between: float = 0.0,
+    sessions: int = 1,
 ) -> tuple[float, float | None, float | None]:
     """The tolerance relative to the baseline median, and the smallest shift detected by the
-    gate (tolerance and test) and by the test alone (None: not at any size)."""
+    gate (tolerance, sessions and test) and by the test alone (None: not at any size)."""
     relative = max(tolerance.pct / 100, tolerance.floor / (abs(baseline_median) or 1.0))
     gate, alone = (
         smallest_detectable(
@@ -261,10 +315,24 @@ def detectable_sizes(
             baseline_rounds=baseline_rounds,
             better=better,
             tolerance=tol,
+            between=between,
+            sessions=sessions if tol else 1,
         )
         for tol in (relative, 0.0)
     )
     return relative, gate, alone
+
+
+def between_sessions(samples: Sequence[float], rounds: Sequence[int]) -> float | None:
+    """The relative standard deviation of the baseline sessions' medians (None: fewer than
+    two sessions). It includes the rounds' own noise in each median: a slight overestimate."""
+    medians = session_medians(samples, rounds)
+    if len(medians) < 2:
+        return None
+    centre = statistics.median(samples)
+    if centre == 0:
+        return None
+    return statistics.stdev(m / centre - 1 for m in medians)
 
 
 def calibrate_metric(
@@ -272,21 +340,44 @@ def calibrate_metric(
     baseline: MetricSamples | None,
     tolerance: Tolerance,
     target_pct: float = DEFAULT_TARGET_PCT,
+    session_rounds: Sequence[int] = (),
 ) -> MetricCalibration:
     """Calibrate one metric from this session's rounds (and the baseline's, when there is one).
 
     Without a baseline the comparison is planned as this session's rounds on both sides.
+    ``session_rounds``: the rounds of each baseline session; from two sessions on, their
+    medians' spread is the between-session noise of the simulated gate, and the false-alarm
+    rate per comparison is the gate's at shift 0 on that two-level model.
     """
     rounds = len(current.samples)
     baseline_rounds = len(baseline.samples) if baseline is not None else rounds
     noise = relative_noise(current.samples, baseline.samples if baseline is not None else ())
+    between = None if baseline is None else between_sessions(baseline.samples, session_rounds)
+    sessions = len(session_rounds) if baseline is not None and session_rounds else 1
     tol, gate, stats = detectable_sizes(
-        noise, rounds, baseline_rounds, current.better, tolerance, (baseline or current).median
+        noise,
+        rounds,
+        baseline_rounds,
+        current.better,
+        tolerance,
+        (baseline or current).median,
+        between=between or 0.0,
+        sessions=sessions,
     )
     if stats is None:
         limited_by = "rounds" if min_p_value(rounds, baseline_rounds) >= FALSE_ALARM else "noise"
     else:
         limited_by = "tolerance" if tol >= stats else "noise"
+    false_alarm = detection_rate(
+        0.0,
+        noise=noise,
+        rounds=rounds,
+        baseline_rounds=baseline_rounds,
+        better=current.better,
+        tolerance=tol,
+        between=between or 0.0,
+        sessions=sessions,
+    )
     return MetricCalibration(
         metric=current.name,
         unit=current.unit,
@@ -299,6 +390,9 @@ def calibrate_metric(
         limited_by=limited_by,
         target_pct=target_pct,
         rounds_for_target=rounds_for(target_pct / 100, noise),
+        sessions=sessions,
+        between_pct=None if between is None else 100 * between,
+        false_alarm_pct=100 * false_alarm,
     )
 
 
@@ -309,6 +403,7 @@ def calibrate_result(
     is_cuda: bool,
     overrides: Mapping[str, float],
     target_pct: float = DEFAULT_TARGET_PCT,
+    session_rounds: Sequence[int] = (),
 ) -> tuple[MetricCalibration, ...]:
     """Every gated metric of one case."""
     out = []
@@ -317,5 +412,7 @@ def calibrate_result(
             continue
         reference = None if baseline is None else baseline.get(name)
         tolerance = tolerance_for(name, is_cuda, overrides)
-        out.append(calibrate_metric(metrics[name], reference, tolerance, target_pct))
+        out.append(
+            calibrate_metric(metrics[name], reference, tolerance, target_pct, session_rounds)
+        )
     return tuple(out)

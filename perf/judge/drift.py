@@ -14,15 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from perf.judge.calibration import SUGGEST_MARGIN, detectable_sizes, relative_noise
-from perf.judge.gate import (
-    CLEARING,
-    Tolerance,
-    compare_metric,
-    normalize_timings,
-    overrides_for,
-    runner_speed,
-    tolerance_for,
-)
+from perf.judge.gate import CLEARING, compare_metric
+from perf.judge.speed import normalize_timings, runner_speed
+from perf.judge.tolerance import Tolerance, overrides_for, tolerance_for
 from perf.metrics import GATED, MetricSamples
 
 
@@ -36,6 +30,8 @@ class SessionCase:
     baseline: Mapping[str, MetricSamples]
     # the session's re-measurements of the case (--perf-remeasure), each one's metrics
     remeasured: tuple[Mapping[str, MetricSamples], ...] = ()
+    # the rounds of each session pooled in the baseline (the gate's between-session rule)
+    baseline_sessions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,12 +113,13 @@ def _judge(
         if name not in metrics or name not in baseline:
             continue
         tolerance = tolerance_for(name, is_cuda, overrides_for(overrides, case.config))
-        verdict = compare_metric(metrics[name], baseline[name], tolerance)
+        sessions = case.baseline_sessions
+        verdict = compare_metric(metrics[name], baseline[name], tolerance, sessions)
         sign = -1 if metrics[name].better == "higher" else 1
         first = regressed = verdict.verdict == "regressed"
         for again in retries:
             if regressed and name in again:
-                retry = compare_metric(again[name], baseline[name], tolerance)
+                retry = compare_metric(again[name], baseline[name], tolerance, sessions)
                 regressed = retry.verdict not in CLEARING  # as merge_remeasured
         judged.append(
             _Judged(

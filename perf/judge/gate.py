@@ -9,12 +9,14 @@ docs/gate.md explains the method and the default tolerances.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+import statistics
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from perf.judge.speed import normalize_timings, runner_speed
+from perf.judge.tolerance import Tolerance, tolerance_for
 from perf.judge.verdict import REMEASURED, MetricVerdict, Verdict
-from perf.metrics import GATED, LENGTH_METRICS, METRICS, PROBE_METRIC, MetricSamples
+from perf.metrics import GATED, LENGTH_METRICS, MetricSamples
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -23,43 +25,6 @@ if TYPE_CHECKING:
 # gate is calibrated for (1 %, perf/calibrate.py). It needs enough samples: 1/C(m+n, m) < 0.01,
 # e.g. 3 rounds against a 7-round baseline (0.0083) or 5 against 5 (0.004).
 ALPHA = 0.01
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How far a median may move in the worse direction before it counts: ``pct`` of the
-    baseline median, and at least ``floor`` in the metric's unit (e.g. 32 MiB of memory)."""
-
-    pct: float
-    floor: float = 0.0
-
-    def allowed(self, baseline_median: float) -> float:
-        return max(abs(baseline_median) * self.pct / 100, self.floor)
-
-
-# Defaults per device kind (docs/gate.md has the measurements behind the CPU numbers).
-CUDA_TOLERANCES: Mapping[str, Tolerance] = {
-    "throughput": Tolerance(5.0),
-    "latency": Tolerance(5.0),
-    "memory": Tolerance(2.0, floor=32.0),
-}
-CPU_TOLERANCES: Mapping[str, Tolerance] = {
-    "throughput": Tolerance(35.0),
-    "latency": Tolerance(35.0),
-    # 40 %: four clean unchanged sessions moved int8/int4 peak RSS growth by up to +33.0 %
-    # against the committed baselines (the allocator's high-water mark, docs/gate.md).
-    "memory": Tolerance(40.0, floor=64.0),
-}
-
-
-# The tolerance family follows from the unit each metric already declares (perf/metrics.py).
-FAMILY_BY_UNIT = {"tok/s": "throughput", "ms": "latency", "MiB": "memory"}
-
-
-def metric_family(name: str) -> str | None:
-    """Which default tolerance applies to a metric; None: unknown, or not compared by tolerance."""
-    spec = METRICS.get(name)
-    return None if spec is None else FAMILY_BY_UNIT.get(spec.unit)
 
 
 # Up to this many ways to split the pooled samples, a tied comparison enumerates them all (7
@@ -102,40 +67,147 @@ def worse_p_values(now: NDArray[Any], base: NDArray[Any], higher: bool) -> NDArr
     return p
 
 
-def _worse_pvalue(current: tuple[float, ...], baseline: tuple[float, ...], higher: bool) -> float:
+def min_p_value(m: int, n: int) -> float:
+    """The smallest one-sided p an exact Mann-Whitney U test can return for m and n samples."""
+    return 1 / math.comb(m + n, m)
+
+
+def rounds_to_reach(baseline_rounds: int, alpha: float = ALPHA) -> int | None:
+    """The fewest rounds whose test against ``baseline_rounds`` can reach p < ``alpha``
+    (None: more than 1000)."""
+    for rounds in range(1, 1001):
+        if min_p_value(rounds, baseline_rounds) < alpha:
+            return rounds
+    return None
+
+
+# A baseline of at least this many sessions has a between-session spread the gate uses; with
+# fewer, the verdict says the spread is unknown (docs/gate.md).
+MIN_SESSIONS = 3
+
+
+def session_medians(samples: Sequence[float], rounds: Sequence[int]) -> tuple[float, ...]:
+    """Each recorded session's median, from the pooled ``samples`` (oldest session first) and
+    each session's ``rounds``; empty when they do not add up (a hand-edited file)."""
+    if not rounds or sum(rounds) != len(samples) or min(rounds) < 1:
+        return ()
+    medians, start = [], 0
+    for n in rounds:
+        medians.append(statistics.median(samples[start : start + n]))
+        start += n
+    return tuple(medians)
+
+
+def regression_flags(
+    now: NDArray[Any],
+    base: NDArray[Any],
+    *,
+    higher: bool,
+    allowed: NDArray[Any],
+    worst_session: NDArray[Any] | None = None,
+    alpha: float = ALPHA,
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """The regression decision, per row of samples — the one function the gate, the
+    calibration and the drift analysis all call.
+
+    A row regressed when three things hold: its median is worse than the baseline's pooled
+    median by more than ``allowed`` (the tolerance, in the metric's unit); it is worse than the
+    worst recorded baseline session's median (``worst_session``: beyond the between-session
+    spread; None: fewer than ``MIN_SESSIONS`` sessions, not applied); and the one-sided
+    Mann-Whitney U test of its rounds against the baseline's pooled rounds gives p < ``alpha``.
+    Returns (regressed, beyond the tolerance and the sessions, p); p is NaN where the median
+    did not move beyond both (the test is not needed there).
+    """
+    import numpy as np
+
+    now, base = np.atleast_2d(np.asarray(now, float)), np.atleast_2d(np.asarray(base, float))
+    now_median, base_median = np.median(now, axis=1), np.median(base, axis=1)
+    worse_by = (base_median - now_median) if higher else (now_median - base_median)
+    beyond = worse_by > allowed
+    if worst_session is not None:
+        beyond &= (now_median < worst_session) if higher else (now_median > worst_session)
+    p = np.full(len(now), np.nan)
+    rows = np.flatnonzero(beyond)
+    if len(rows):
+        p[rows] = worse_p_values(now[rows], base[rows], higher)
+    return beyond & (p < alpha), beyond, p
+
+
+def _worse_pvalue(current: Sequence[float], baseline: Sequence[float], higher: bool) -> float:
     """p-value of "current is worse than baseline" (one-sided Mann-Whitney U), one row."""
     import numpy as np
 
     return float(worse_p_values(np.array([current]), np.array([baseline]), higher)[0])
 
 
+def _invalid(current: MetricSamples, baseline: MetricSamples, tolerance: Tolerance) -> str:
+    """Why the two medians cannot be compared ("" when they can)."""
+    for side, value in (("this session's", current.median), ("the baseline's", baseline.median)):
+        if not math.isfinite(value):
+            return f"{side} median is {value}: a failed measurement, nothing to compare"
+    if baseline.median == 0 and tolerance.floor == 0:
+        return "the baseline's median is 0: no tolerance can scale from it; re-record it"
+    return ""
+
+
 def compare_metric(
-    current: MetricSamples, baseline: MetricSamples, tolerance: Tolerance
+    current: MetricSamples,
+    baseline: MetricSamples,
+    tolerance: Tolerance,
+    sessions: Sequence[int] = (),
 ) -> MetricVerdict:
-    """The verdict for a metric with a direction (``higher`` or ``lower`` is better)."""
+    """The verdict for a metric with a direction (``higher`` or ``lower`` is better).
+
+    ``sessions``: the rounds of each session pooled in ``baseline`` (oldest first); with at
+    least ``MIN_SESSIONS`` of them a regression must also lie beyond the worst session's
+    median (``regression_flags``). Beyond the tolerance but not beyond the sessions or not
+    significant is ``inconclusive``.
+    """
+    import numpy as np
+
     base, now = baseline.median, current.median
-    change_pct = 100 * (now - base) / abs(base) if base else math.inf if now != base else 0.0
-    allowed = tolerance.allowed(base)
     higher = current.better == "higher"
-    worse_by = (base - now) if higher else (now - base)
-    common = {
+    common: dict[str, Any] = {
         "metric": current.name,
         "unit": current.unit,
         "baseline_median": base,
         "current_median": now,
-        "change_pct": change_pct,
+        "change_pct": 100 * (now - base) / abs(base) if base else None,
         "tolerance_pct": tolerance.pct,
     }
+    invalid = _invalid(current, baseline, tolerance)
+    if invalid:
+        return MetricVerdict(verdict="invalid", note=invalid, **common)
+    allowed = tolerance.allowed(base)
+    medians = session_medians(baseline.samples, sessions)
+    worst = None
+    if len(medians) >= MIN_SESSIONS:
+        worst = min(medians) if higher else max(medians)
+    flags, beyond, p = regression_flags(
+        np.array([current.samples]),
+        np.array([baseline.samples]),
+        higher=higher,
+        allowed=np.array([allowed]),
+        worst_session=None if worst is None else np.array([worst]),
+    )
+    worse_by = (base - now) if higher else (now - base)
+    if flags[0]:
+        return MetricVerdict(verdict="regressed", p_value=float(p[0]), **common)
     if worse_by > allowed:
-        p = _worse_pvalue(current.samples, baseline.samples, higher)
-        verdict: Verdict = "regressed" if p < ALPHA else "inconclusive"
-        note = "" if p < ALPHA else f"not significant at {ALPHA} with these samples"
-        return MetricVerdict(verdict=verdict, p_value=p, note=note, **common)  # type: ignore[arg-type]
+        if not beyond[0]:
+            note = (
+                f"within the baseline sessions' spread (worst session median {worst:.4g})"
+                if worst is not None
+                else ""
+            )
+            return MetricVerdict(verdict="inconclusive", note=note, **common)
+        note = f"not significant at {ALPHA} with these samples"
+        return MetricVerdict(verdict="inconclusive", p_value=float(p[0]), note=note, **common)
     if -worse_by > allowed:
-        p = _worse_pvalue(baseline.samples, current.samples, higher)
-        verdict = "improved" if p < ALPHA else "pass"
-        return MetricVerdict(verdict=verdict, p_value=p, **common)  # type: ignore[arg-type]
-    return MetricVerdict(verdict="pass", **common)  # type: ignore[arg-type]
+        better_p = _worse_pvalue(baseline.samples, current.samples, higher)
+        verdict: Verdict = "improved" if better_p < ALPHA else "pass"
+        return MetricVerdict(verdict=verdict, p_value=better_p, **common)
+    return MetricVerdict(verdict="pass", **common)
 
 
 def compare_exact(current: MetricSamples, baseline: MetricSamples) -> MetricVerdict:
@@ -158,81 +230,16 @@ def compare_exact(current: MetricSamples, baseline: MetricSamples) -> MetricVerd
     )
 
 
-@dataclass(frozen=True)
-class RunnerSpeed:
-    """How much slower the runner was than when the baseline was recorded, by the speed probe
-    (perf/measure/trackers/speed.py): ``factor`` = current probe median / baseline probe median."""
-
-    factor: float
-    baseline_probe_ms: float
-    current_probe_ms: float
-
-    def describe(self) -> str:
-        return (
-            f"runner {100 * (self.factor - 1):+.1f}% probe time against the baseline's"
-            f" ({self.baseline_probe_ms:.3g} -> {self.current_probe_ms:.3g} ms)"
-        )
-
-
-def runner_speed(
-    current: Mapping[str, MetricSamples], baseline: Mapping[str, MetricSamples]
-) -> RunnerSpeed | None:
-    """The runner's speed against the baseline's, None when either side has no probe."""
-    if PROBE_METRIC not in current or PROBE_METRIC not in baseline:
-        return None
-    now, then = current[PROBE_METRIC].median, baseline[PROBE_METRIC].median
-    if not (now > 0 and then > 0):
-        return None
-    return RunnerSpeed(now / then, then, now)
-
-
-def normalize_timings(
-    current: Mapping[str, MetricSamples], speed: RunnerSpeed
-) -> dict[str, MetricSamples]:
-    """``current`` with its timings put on the baseline runner's speed: latencies divided by
-    the speed factor, throughputs multiplied by it; memory and lengths unchanged."""
-    scaled = dict(current)
-    for name, metric in current.items():
-        family = metric_family(name) if name in GATED else None
-        if family == "latency":
-            factor = 1 / speed.factor
-        elif family == "throughput":
-            factor = speed.factor
-        else:
-            continue
-        scaled[name] = MetricSamples.of(name, tuple(v * factor for v in metric.samples))
-    return scaled
-
-
-def overrides_for(overrides: Mapping[str, float], config: str) -> dict[str, float]:
-    """The per-metric overrides for ``config`` out of ``METRIC`` (every config) and
-    ``CONFIG:METRIC`` (that config only) keys; the config's own win."""
-    plain = {key: pct for key, pct in overrides.items() if ":" not in key}
-    prefix = f"{config}:"
-    return plain | {k.removeprefix(prefix): v for k, v in overrides.items() if k.startswith(prefix)}
-
-
-def mark_own_tolerances(
-    verdicts: Mapping[str, MetricVerdict], overrides: Mapping[str, float], config: str
-) -> dict[str, MetricVerdict]:
-    """``verdicts`` with a note on each one judged at ``config``'s own tolerance, so a reader
-    of "int8 +100 % TPOT: pass" or of a failure sees where its tolerance came from."""
-    marked = dict(verdicts)
-    for key in overrides:
-        scope, _, name = key.rpartition(":")
-        if scope == config and name in marked:
-            note = (
-                f"{config}'s own tolerance ([tool.genperf.config.{config}.tolerance]"
-                f" or --perf-tolerance {config}:{name}=PCT)"
-            )
-            marked[name] = marked[name].with_note(note)
-    return marked
-
-
-def failing_verdicts(strict: bool) -> frozenset[Verdict]:
-    """The verdicts that fail a benchmark's test: ``regressed``, and ``inconclusive`` when
-    strict."""
-    return frozenset({"regressed", "inconclusive"} if strict else {"regressed"})
+def failing_verdicts(strict: bool, require: bool = False) -> frozenset[Verdict]:
+    """The verdicts that fail a benchmark's test: ``regressed`` and ``invalid`` (a failed
+    measurement); ``inconclusive`` when strict; ``no-baseline`` and ``missing`` (nothing
+    compared) when the gate fails closed (``require``)."""
+    failing: set[Verdict] = {"regressed", "invalid"}
+    if strict:
+        failing.add("inconclusive")
+    if require:
+        failing |= {"no-baseline", "missing"}
+    return frozenset(failing)
 
 
 # A re-measured metric's verdicts that clear its earlier failure: back within its tolerance.
@@ -279,15 +286,6 @@ def _verdict_change(verdict: MetricVerdict) -> str:
     return f"{verdict.verdict}{change}"
 
 
-def tolerance_for(name: str, is_cuda: bool, overrides: Mapping[str, float]) -> Tolerance:
-    family = metric_family(name)
-    assert family is not None, name
-    default = (CUDA_TOLERANCES if is_cuda else CPU_TOLERANCES)[family]
-    if name in overrides:
-        return Tolerance(overrides[name], floor=default.floor)
-    return default
-
-
 def compare_result(
     current: Mapping[str, MetricSamples],
     baseline: Mapping[str, MetricSamples],
@@ -298,28 +296,35 @@ def compare_result(
     is_cuda: bool,
     overrides: Mapping[str, float],
     normalize: bool = False,
+    sessions: Sequence[int] = (),
 ) -> dict[str, MetricVerdict]:
-    """Verdicts for every gated metric both sides have, and for the output lengths.
+    """Verdicts for every gated metric either side has, and for the output lengths.
 
-    ``normalize``: timings are judged on the baseline runner's speed (``normalize_timings``)
-    when both sides carry the speed probe; each timing verdict's note gives the raw change.
+    A gated metric on one side only is ``missing`` (nothing compared). ``normalize``: timings
+    are judged on the baseline runner's speed (``normalize_timings``) when both sides carry the
+    speed probe; each timing verdict's note gives the raw change. ``sessions``: the rounds of
+    each baseline session (``compare_metric``).
     """
     verdicts: dict[str, MetricVerdict] = {}
     speed = runner_speed(current, baseline) if normalize else None
     judged = current if speed is None else normalize_timings(current, speed)
     for name in GATED:
-        if name in current and name in baseline:
-            tolerance = tolerance_for(name, is_cuda, overrides)
-            verdict = compare_metric(judged[name], baseline[name], tolerance)
-            if speed is not None and judged[name] is not current[name]:
-                raw = current[name].median
-                base = baseline[name].median
-                note = (
-                    f"judged on the baseline runner's speed: {speed.describe()};"
-                    f" raw {raw:.4g} {current[name].unit} ({100 * (raw - base) / base:+.1f}%)"
-                )
-                verdict = verdict.with_note(note)
-            verdicts[name] = verdict
+        if name not in current and name not in baseline:
+            continue
+        if name not in current or name not in baseline:
+            verdicts[name] = _missing(name, current, baseline)
+            continue
+        tolerance = tolerance_for(name, is_cuda, overrides)
+        verdict = compare_metric(judged[name], baseline[name], tolerance, sessions)
+        if speed is not None and judged[name] is not current[name]:
+            raw = current[name].median
+            base = baseline[name].median
+            note = (
+                f"judged on the baseline runner's speed: {speed.describe()};"
+                f" raw {raw:.4g} {current[name].unit} ({100 * (raw - base) / base:+.1f}%)"
+            )
+            verdict = verdict.with_note(note)
+        verdicts[name] = verdict
     if greedy:
         for name in LENGTH_METRICS:
             if name in current and name in baseline:
@@ -331,16 +336,34 @@ def compare_result(
     return verdicts
 
 
+def _missing(
+    name: str, current: Mapping[str, MetricSamples], baseline: Mapping[str, MetricSamples]
+) -> MetricVerdict:
+    here = name in current
+    unit = (current if here else baseline)[name].unit
+    note = (
+        "measured in this session, absent from the baseline: re-record the baseline"
+        if here
+        else "in the baseline, not measured in this session (a tracker that did not run)"
+    )
+    return MetricVerdict(metric=name, verdict="missing", unit=unit, note=note)
+
+
 def compare_lengths(
     metric: MetricSamples,
     current_lengths: tuple[tuple[int, ...], ...],
     baseline_lengths: tuple[tuple[int, ...], ...],
 ) -> MetricVerdict:
-    """Sampled workloads: every sequence's length, as two distributions (two-sided U test)."""
+    """Sampled workloads: every sequence's length, as two distributions (two-sided U test).
+
+    Each side's rounds count once each only when they differ: rounds with the same seed repeat
+    the same sequences, and copies are not independent samples (they would make any
+    difference look significant). ``distinct_rounds`` keeps one of each.
+    """
     from scipy.stats import mannwhitneyu
 
-    now = [n for row in current_lengths for n in row]
-    base = [n for row in baseline_lengths for n in row]
+    now = [n for row in distinct_rounds(current_lengths) for n in row]
+    base = [n for row in distinct_rounds(baseline_lengths) for n in row]
     mean_now, mean_base = sum(now) / len(now), sum(base) / len(base)
     same = sorted(now) == sorted(base)
     p = 1.0 if same else float(mannwhitneyu(now, base, alternative="two-sided").pvalue)
@@ -354,3 +377,8 @@ def compare_lengths(
         p_value=p,
         note="sampled: per-sequence lengths compared as distributions (two-sided)",
     )
+
+
+def distinct_rounds(rounds: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The rounds' length rows with repeats dropped, in first-seen order."""
+    return list(dict.fromkeys(tuple(row) for row in rounds))

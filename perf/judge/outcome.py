@@ -54,6 +54,9 @@ class Comparison:
     ratios: Mapping[str, float] = field(default_factory=dict)  # metric -> median / reference's
     expectation_failures: tuple[str, ...] = ()
     note: str = ""  # why parity or ratios are missing, when they are
+    # Checks that apply to this case and could not be evaluated (the reference config did not
+    # run its workload): when the gate fails closed, each one fails the case.
+    unevaluated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class GateOutcome:
     baseline_file: str = ""
     baseline_note: str = ""  # no baseline yet / saved as the new baseline
     baseline_error: str | None = None  # the stored baseline could not be used
+    # Why this case was not compared with a baseline ("" when it was): none stored yet, no
+    # timing measurement. Fails the case when the gate fails closed (require_baseline).
+    not_judged: str = ""
     # --perf-remeasure: the case's later measurements, after its gate failed on the first;
     # ``verdicts`` then holds each metric's verdict from the measurement that decided it.
     remeasured: tuple[Remeasurement, ...] = ()
@@ -137,12 +143,14 @@ class BenchmarkResult:
             "baseline_file": g.baseline_file,
             "baseline_note": g.baseline_note,
             "baseline_error": g.baseline_error,
+            "not_judged": g.not_judged,
             "remeasured": [r.to_dict() for r in g.remeasured],
             "calibration": [m.to_dict() for m in g.calibration],
             "parity": None if c.parity is None else c.parity.to_dict(),
             "ratios": dict(sorted(c.ratios.items())),
             "expectation_failures": list(c.expectation_failures),
             "comparison_note": c.note,
+            "unevaluated": list(c.unevaluated),
         }
 
     @classmethod
@@ -163,12 +171,14 @@ class BenchmarkResult:
                 ratios={str(k): float(v) for k, v in ratios.items()},
                 expectation_failures=tuple(str(f) for f in failures),
                 note=str(data.get("comparison_note", "")),
+                unevaluated=tuple(str(u) for u in data.get("unevaluated") or ()),  # type: ignore[attr-defined]
             ),
             gate=GateOutcome(
                 verdicts={str(d["metric"]): MetricVerdict.from_dict(d) for d in details},
                 baseline_file=str(data.get("baseline_file", "")),
                 baseline_note=str(data.get("baseline_note", "")),
                 baseline_error=None if baseline_error is None else str(baseline_error),
+                not_judged=str(data.get("not_judged", "")),
                 remeasured=tuple(Remeasurement.from_dict(r) for r in remeasured),
                 calibration=tuple(MetricCalibration.from_dict(m) for m in calibration),
             ),

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-Verdict = Literal["pass", "improved", "regressed", "inconclusive", "no-baseline"]
-VERDICTS: tuple[Verdict, ...] = ("pass", "improved", "regressed", "inconclusive", "no-baseline")
+# ``missing``: a gated metric on one side only; ``invalid``: a median that is not a finite
+# number (a failed sampler) or a zero baseline a tolerance cannot scale from. Both, like
+# ``no-baseline``, mean nothing was compared (docs/gate.md: when the gate fails closed).
+Verdict = Literal[
+    "pass", "improved", "regressed", "inconclusive", "no-baseline", "missing", "invalid"
+]
+VERDICTS: tuple[Verdict, ...] = (
+    "pass",
+    "improved",
+    "regressed",
+    "inconclusive",
+    "no-baseline",
+    "missing",
+    "invalid",
+)
+# The verdicts of a comparison that did not happen.
+UNJUDGED: frozenset[Verdict] = frozenset({"no-baseline", "missing", "invalid"})
 
 # The note ``merge_remeasured`` puts on a verdict a re-measurement decided.
 REMEASURED = "re-measurement"
@@ -29,7 +45,7 @@ class MetricVerdict:
     note: str = ""
 
     def describe(self) -> str:
-        if self.baseline_median is None or self.current_median is None:
+        if self.baseline_median is None or self.current_median is None or self.change_pct is None:
             return f"{self.metric}: {self.verdict}{f' ({self.note})' if self.note else ''}"
         p = "" if self.p_value is None else f", one-sided Mann-Whitney p = {self.p_value:.3g}"
         tol = "" if self.tolerance_pct is None else f", tolerance {self.tolerance_pct:g}%"
@@ -53,11 +69,11 @@ class MetricVerdict:
             "metric": self.metric,
             "verdict": self.verdict,
             "unit": self.unit,
-            "baseline_median": self.baseline_median,
-            "current_median": self.current_median,
-            "change_pct": self.change_pct,
+            "baseline_median": _finite(self.baseline_median),
+            "current_median": _finite(self.current_median),
+            "change_pct": _finite(self.change_pct),
             "tolerance_pct": self.tolerance_pct,
-            "p_value": self.p_value,
+            "p_value": _finite(self.p_value),
             "note": self.note,
         }
 
@@ -80,3 +96,9 @@ class MetricVerdict:
             p_value=number("p_value"),
             note=str(data.get("note", "")),
         )
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: a value that is not finite is written as null (the
+    verdict, ``invalid``, and its note say what it was)."""
+    return value if value is None or math.isfinite(value) else None

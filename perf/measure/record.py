@@ -77,6 +77,11 @@ class Measurement:
     plain_overhead_pct: float | None = None  # median paired e2e ratio, hooked / plain, - 1
     plain_e2e_ms: tuple[float, ...] = ()  # the plain reference runs themselves
     details: str = ""  # how the model ran (backend, dtype, quantization method, kernels)
+    # What was measured (perf/measure/identity.py): a stored baseline must match it.
+    identity: Mapping[str, object] = field(default_factory=dict)
+    # Why the rounds are no timing measurement ("" when they are), e.g. --benchmark-disable
+    # ran the case once, cold: such rounds are neither judged nor saved.
+    untimed: str = ""
     skipped: str | None = None
     error: str | None = None  # the case crashed: its test failed with this message
 
@@ -93,6 +98,8 @@ class Measurement:
         plain_e2e_ms: Sequence[float] = (),
         details: str = "",
         readings: Mapping[str, float | None] | None = None,
+        identity: Mapping[str, object] | None = None,
+        untimed: str = "",
     ) -> Measurement:
         """The rounds' metrics; ``readings`` are one value per loaded model (its load memory),
         repeated per round so they compare like any metric (None: not measured here)."""
@@ -132,6 +139,8 @@ class Measurement:
             plain_overhead_pct=plain_overhead,
             plain_e2e_ms=tuple(plain_e2e_ms),
             details=details,
+            identity=dict(identity or {}),
+            untimed=untimed,
         )
 
     @property
@@ -157,6 +166,8 @@ class Measurement:
             "skipped": self.skipped,
             "error": self.error,
             "details": self.details,
+            "identity": dict(self.identity),
+            "untimed": self.untimed,
         }
 
     @classmethod
@@ -192,6 +203,10 @@ class Measurement:
             plain_overhead_pct=optional_float("plain_overhead_pct"),
             plain_e2e_ms=tuple(float(x) for x in plain),
             details=str(data.get("details", "")),
+            identity=dict(identity)
+            if isinstance(identity := data.get("identity"), Mapping)
+            else {},
+            untimed=str(data.get("untimed", "")),
             skipped=optional("skipped"),
             error=optional("error"),
         )

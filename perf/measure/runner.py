@@ -7,6 +7,7 @@ bookkeeping after it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -36,8 +37,9 @@ class Fault:
 
     slowdown: float = setting(
         0.0,
-        "Fault injection: make every generation step slower by FRACTION of its measured time"
-        " (0.5 = 50%% slower), to check that the gate catches it",
+        "Fault injection: make generate slower by FRACTION (0.5 = 50%% slower): the first"
+        " token by FRACTION of the time to it, every later step by FRACTION of a decode step,"
+        " to check that the gate catches it",
         flag="--perf-inject-slowdown",
         metavar="FRACTION",
         parse=number("a number", Rule(lambda x: 0 <= x <= 10, "in [0, 10] (0.5 = 50% slower)")),
@@ -52,13 +54,23 @@ class Fault:
 
 
 class InjectedDelay:
-    """A logits processor that waits a fixed time at every step (inside the timed region)."""
+    """A logits processor that waits at every step, before the step clock stamps it: ``first``
+    seconds at the first step (so the time to first token grows too), ``seconds`` at every
+    later one."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, first: float = 0.0) -> None:
         self.seconds = seconds
+        self.first = first
+        self.calls = 0
+
+    @property
+    def active(self) -> bool:
+        return self.seconds > 0 or self.first > 0
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        deadline = time.perf_counter() + self.seconds
+        self.calls += 1
+        wait = self.first if self.calls == 1 else self.seconds
+        deadline = time.perf_counter() + wait
         # Busy-wait: sleep() overshoots by up to a scheduler tick, which would make the
         # injected slowdown depend on the machine's timer rather than on the fraction asked.
         while time.perf_counter() < deadline:
@@ -91,21 +103,34 @@ class GenerationRunner:
         self._delay = InjectedDelay(0.0)
 
     def calibrate_fault(self) -> None:
-        """Time one plain generate and set the injected per-step delay from it (untimed)."""
+        """Time one generate step by step (untimed) and set the injected delays from it: the
+        first step's by the time to first token (prefill included), each later step's by the
+        median decode step, so a slowdown is the same fraction of every phase and the decode
+        delay does not grow with the prompt's prefill. It times the second of two generates:
+        the first of a config can run cold (the 2026-12-01 campaign calibrated on the first,
+        and an injected 0.2 moved TPOT by a median +30 %: docs/records/)."""
         if self._fault.slowdown <= 0:
             return
-        sequences, elapsed_s = self._generate(with_clock=False)
-        steps = max(1, int(sequences.shape[1]) - self.batch.padded_length)
-        self._delay.seconds = self._fault.slowdown * elapsed_s / steps
+        import statistics
+
+        self._generate(with_clock=False)
+        self._generate(with_clock=True)
+        steps = self._clock.times().step_s
+        gaps = [b - a for a, b in itertools.pairwise(steps)]
+        self._delay.first = self._fault.slowdown * steps[0] if steps else 0.0
+        self._delay.seconds = self._fault.slowdown * statistics.median(gaps) if gaps else 0.0
 
     def _generate(self, with_clock: bool) -> tuple[torch.Tensor, float]:
         import torch
         from transformers import LogitsProcessorList
 
         torch.manual_seed(self.workload.sampling.seed)
-        hooks: list[object] = [self._clock] if with_clock else []
-        if with_clock and self._delay.seconds > 0:
-            hooks.append(self._delay)
+        hooks: list[object] = []
+        if with_clock and self._delay.active:
+            self._delay.calls = 0
+            hooks.append(self._delay)  # before the clock: each step's stamp includes its delay
+        if with_clock:
+            hooks.append(self._clock)
         processors = LogitsProcessorList(hooks)
         device = self.loaded.device
         with torch.inference_mode():

@@ -23,6 +23,7 @@ from perf.report.table import (
     calibration_rows,
     notes,
     row,
+    session_rate_lines,
 )
 from perf.store.jsonio import dumps_stable, write_atomic
 
@@ -124,10 +125,12 @@ def _calibration_lines(results: Sequence[BenchmarkResult]) -> list[str]:
             "### Calibration",
             "",
             "| " + " | ".join(CALIBRATION_COLUMNS) + " |",
-            "|" + "|".join(["---"] * 2 + ["---:"] * 5 + ["---", "---:"]) + "|",
+            "|" + "|".join(["---"] * 2 + ["---:"] * 5 + ["---"] + ["---:"] * 3) + "|",
             *("| " + " | ".join(row) + " |" for row in calibration),
             "",
             CALIBRATION_NOTE,
+            "",
+            *session_rate_lines(results),
         ]
     return lines
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from perf.judge.calibration import SESSION_BUDGET, session_false_alarm
 from perf.judge.drift import SUGGEST_MARGIN, DriftSummary
 from perf.judge.gate import CLEARING
 from perf.judge.outcome import BenchmarkResult
@@ -68,7 +69,7 @@ def _ratio(result: BenchmarkResult, names: Sequence[str]) -> str:
     return "-"
 
 
-MARKS = {"regressed": "▼", "improved": "▲", "inconclusive": "?"}
+MARKS = {"regressed": "▼", "improved": "▲", "inconclusive": "?", "invalid": "✗", "missing": "∅"}
 
 
 def verdict_summary(result: BenchmarkResult) -> str:
@@ -76,15 +77,22 @@ def verdict_summary(result: BenchmarkResult) -> str:
     if result.gate.baseline_error is not None:
         return "baseline unusable"
     if not result.verdicts:
-        return "saved" if result.gate.baseline_note.startswith("saved") else "-"
+        if result.gate.baseline_note.startswith("to be saved"):
+            return "to save"
+        return "not judged" if result.gate.not_judged else "-"
     kinds = {v.verdict for v in result.verdicts.values()}
     if kinds == {"no-baseline"}:
         return "no-baseline"
     parts = [
-        f"{MARKS[v.verdict]} {v.metric} {v.change_pct:+.0f}%"
-        for kind in ("regressed", "inconclusive", "improved")
+        f"{MARKS[v.verdict]} {v.metric}"
+        + (
+            ""
+            if v.change_pct is None or kind in ("invalid", "missing")
+            else f" {v.change_pct:+.0f}%"
+        )
+        for kind in ("invalid", "missing", "regressed", "inconclusive", "improved")
         for v in result.verdicts.values()
-        if v.verdict == kind and v.change_pct is not None
+        if v.verdict == kind
     ]
     summary = "; ".join(parts) if parts else "pass"
     if result.gate.remeasured:
@@ -163,9 +171,12 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
             f" ({', '.join(missing)}); record them with"
             " `pytest --benchmark --perf-save-baseline` and commit baselines/"
         )
-    saved = [r.gate.baseline_file for r in results if r.gate.baseline_note.startswith("saved")]
+    saved = [r.gate.baseline_file for r in results if r.gate.baseline_note.startswith("to be")]
     if saved:
-        lines.append(f"saved {len(saved)} baseline file(s) under {Path(saved[0]).parents[1]}")
+        lines.append(
+            f"{len(saved)} baseline file(s) to be saved under {Path(saved[0]).parents[1]} if"
+            " every check of the session passes"
+        )
     return lines
 
 
@@ -179,6 +190,8 @@ CALIBRATION_COLUMNS = (
     "test alone %",
     "limited by",
     "rounds for target",
+    "between % (sessions)",
+    "false alarm %",
 )
 
 
@@ -199,6 +212,8 @@ def calibration_rows(results: Sequence[BenchmarkResult]) -> list[tuple[str, ...]
             pct(c.statistical_pct),
             c.limited_by,
             f"{c.rounds_for_target} for {c.target_pct:g}%",
+            f"{pct(c.between_pct)} ({c.sessions})",
+            pct(c.false_alarm_pct),
         )
         for r in results
         for c in r.gate.calibration
@@ -211,7 +226,9 @@ CALIBRATION_NOTE = (
     " flags 95% of the time with 1% false alarms, at these rounds, by simulation; 'test alone'"
     " without the tolerance; 'rounds for target' per side, for the test alone. Rounds within"
     " a session share its load: drift between sessions is not in these numbers"
-    " (python -m perf.calibrate measures it, docs/gate.md)."
+    " (python -m perf.calibrate measures it, docs/gate.md). 'between': the spread of the"
+    " baseline sessions' medians; 'detects' and 'false alarm' (per comparison, unchanged code)"
+    " simulate both levels of noise and the gate's worst-session rule."
 )
 
 
@@ -237,7 +254,29 @@ def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
     calibration = calibration_rows(results)
     if calibration:
         lines += ["", *_table([CALIBRATION_COLUMNS, *calibration]), CALIBRATION_NOTE]
+        lines += session_rate_lines(results)
     return lines
+
+
+def session_rate_lines(results: Sequence[BenchmarkResult]) -> list[str]:
+    """``--perf-calibrate``: the false-alarm rate of a whole session of these comparisons."""
+    rates = [c for r in results for c in r.gate.calibration if c.false_alarm_pct is not None]
+    if not rates:
+        return []
+    low, high = session_false_alarm([c.false_alarm_pct / 100 for c in rates])  # type: ignore[operator]
+    unknown = sum(c.between_pct is None for c in rates)
+    spread = (
+        f"; {unknown} of them without a between-session spread (baselines of fewer than"
+        " 2 sessions): their share counts the rounds' noise only, an underestimate"
+        if unknown
+        else ""
+    )
+    return [
+        f"predicted per-session false-alarm rate: {100 * low:.1f}% to {100 * high:.1f}% over"
+        f" {len(rates)} comparisons (comparisons moving together to independent; budget"
+        f" {100 * SESSION_BUDGET:g}%; each simulated with the gate's own decision on its"
+        f" baseline's between-session spread{spread})."
+    ]
 
 
 def memory_prediction_lines(
@@ -306,7 +345,9 @@ def _drift_notes(summary: DriftSummary) -> list[str]:
         " (tokens/s down, latency and memory up, positive). noise, detects, test alone:"
         " within sessions (rounds), as --perf-calibrate computes them, pooled over all.",
         f"{summary.failed_sessions} of {summary.sessions} sessions had a regressed verdict"
-        f" ({alarms} verdicts over {len(summary.drifts)} case-metric pairs).",
+        f" ({alarms} verdicts over {len(summary.drifts)} case-metric pairs): a per-session"
+        f" false-alarm rate of {100 * summary.failed_sessions / max(1, summary.sessions):.0f}%"
+        f" if the code was unchanged (budget {100 * SESSION_BUDGET:g}%, docs/gate.md).",
     ]
     if summary.regressed_first != alarms:
         lines.append(

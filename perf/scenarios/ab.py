@@ -32,6 +32,8 @@ from typing import TextIO
 from perf.judge.paired import AB_METRICS, PairedVerdict, paired_verdict
 
 READY = "ready"
+# Reported per side, not compared in pairs: what each side generated.
+SIDE_METRICS = ("output_length_tokens",)
 # Generations of worker processes per workload (--restarts); see run_workload. 3: one
 # generation's lasting offset (4 of 10 pairs at most) leaves the median where the others put
 # it; measured on this runner, unchanged int4: generation medians of tokens/s spread -10 ... +37 %,
@@ -68,6 +70,7 @@ def protocol_stream() -> TextIO:
 
 def worker(args: argparse.Namespace) -> int:
     protocol = protocol_stream()  # first: nothing printed after this can reach the coordinator
+    import perf
     from perf.config.model import ModelSpec
     from perf.config.prompts import load_prompts, select_prompts
     from perf.config.settings import load_settings
@@ -76,7 +79,8 @@ def worker(args: argparse.Namespace) -> int:
     from perf.measure.device import resolve_device, unavailable_reason
     from perf.measure.runner import Fault, GenerationRunner
 
-    settings = load_settings(Path(args.pyproject))
+    pyproject = Path(args.pyproject)
+    settings = load_settings(pyproject)
     config = settings.config_defs[args.config]
     workload = settings.workload_defs[args.workload]
     device = resolve_device(args.device or settings.device)
@@ -84,7 +88,14 @@ def worker(args: argparse.Namespace) -> int:
     if reason:
         print(json.dumps({"error": reason}), file=protocol, flush=True)
         return 2
-    spec = ModelSpec.resolve(args.model or settings.model, Path(args.pyproject).parent, "--model")
+    spec = ModelSpec.resolve(
+        args.model or settings.model,
+        pyproject.parent,
+        "--model",
+        # the side's own [tool.genperf] says whether its model may run remote code or pickles
+        trust_remote_code=settings.trust_remote_code,
+        allow_pickle=settings.allow_pickle,
+    )
     loaded = backends.load(spec, config, device)
     batch = prepare_batch(
         loaded.tokenizer, select_prompts(load_prompts(settings.prompts), workload), device.name
@@ -93,13 +104,16 @@ def worker(args: argparse.Namespace) -> int:
     runner.calibrate_fault()
     for _ in range(max(1, args.warmup)):
         runner.measure()
-    print(json.dumps({READY: loaded.details}), file=protocol, flush=True)
+    # which code and which settings this side ran: ab.json records them for each side
+    code = str(Path(perf.__file__).resolve().parent)
+    ready = {READY: loaded.details, "code": code, "pyproject": str(pyproject.resolve())}
+    print(json.dumps(ready), file=protocol, flush=True)
     for line in sys.stdin:
         if line.strip() != "round":
             break
         values = runner.measure().metric_values()
         print(
-            json.dumps({m: values[m] for m in AB_METRICS if m in values}),
+            json.dumps({m: values[m] for m in (*AB_METRICS, *SIDE_METRICS) if m in values}),
             file=protocol,
             flush=True,
         )
@@ -112,14 +126,26 @@ class Side:
 
     name: str
     command: list[str]
+    checkout: Path = field(default_factory=Path.cwd)
     process: subprocess.Popen[str] | None = None
     details: str = ""
+    code: str = ""  # the perf package the worker imported
     rounds: list[dict[str, float]] = field(default_factory=list)
 
     def launch(self) -> None:
-        """Start the worker process; ``ready()`` waits for its model to be loaded."""
+        """Start the worker process in its side's checkout; ``ready()`` waits for its model.
+
+        ``python -m`` puts the working directory first on ``sys.path``, so the worker imports
+        the checkout's own ``perf`` (PYTHONSAFEPATH, which would stop that, is removed)."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
         self.process = subprocess.Popen(
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            cwd=self.checkout,
+            env=env,
         )
 
     def ready(self) -> None:
@@ -127,6 +153,7 @@ class Side:
         if READY not in message:
             raise RuntimeError(f"{self.name} worker could not start: {message.get('error')}")
         self.details = str(message[READY])
+        self.code = str(message.get("code", ""))
 
     def _read(self) -> dict[str, object]:
         assert self.process is not None and self.process.stdout is not None
@@ -166,10 +193,41 @@ class Side:
             self.process.stdout.close()
 
 
+@dataclass(frozen=True)
+class Checkout:
+    """One side's code: the interpreter its workers run and the checkout they run in (whose
+    ``perf`` they import and whose pyproject.toml they read)."""
+
+    python: str
+    root: Path
+
+    @classmethod
+    def of(cls, path: str | None, python: str | None) -> Checkout:
+        """``path``: a checkout (its interpreter: ``python``, else ``PATH/.venv/bin/python``)
+        or an interpreter; without it, ``python`` (default: this one) and the checkout it
+        belongs to (``<checkout>/.venv/bin/python``), else the working directory."""
+        if path is not None and Path(path).is_dir():
+            root = Path(path).resolve()
+            interpreter = python or str(root / ".venv" / "bin" / "python")
+            if not Path(interpreter).exists():
+                raise ValueError(
+                    f"{path}: no interpreter at {interpreter}; set the checkout up (make setup"
+                    " there) or name one with --reference-python / --candidate-python"
+                )
+            return cls(interpreter, root)
+        interpreter = path or python or sys.executable
+        if not Path(interpreter).exists():
+            raise ValueError(f"{interpreter}: no such interpreter or checkout")
+        owner = Path(interpreter).absolute().parents[2]
+        root = owner if (owner / "pyproject.toml").is_file() else Path.cwd()
+        return cls(interpreter, root.resolve())
+
+
 def worker_command(
-    python: str, args: argparse.Namespace, workload: str, slowdown: float
+    side: Checkout, args: argparse.Namespace, workload: str, slowdown: float
 ) -> list[str]:
-    command = [python, "-m", "perf.ab", "worker", "--pyproject", args.pyproject]
+    pyproject = side.root / args.pyproject
+    command = [side.python, "-m", "perf.ab", "worker", "--pyproject", str(pyproject)]
     command += ["--config", args.config, "--workload", workload, "--warmup", str(args.warmup)]
     command += ["--inject-slowdown", str(slowdown)]
     if args.model:
@@ -208,18 +266,22 @@ def run_workload(
     and the verdict's median paired change does not move while fewer than half the pairs carry
     one. Pairs stay in ABBA order across generations.
     """
+    checkouts = {"reference": args.reference_side, "candidate": args.candidate_side}
     commands = {
-        "reference": worker_command(args.reference_python, args, workload, 0.0),
-        "candidate": worker_command(args.candidate_python, args, workload, args.inject_slowdown),
+        "reference": worker_command(checkouts["reference"], args, workload, 0.0),
+        "candidate": worker_command(checkouts["candidate"], args, workload, args.inject_slowdown),
     }
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
     details: dict[str, list[str]] = {name: [] for name in commands}
+    code: dict[str, str] = {}
     order = abba_order(args.pairs)
     sizes = generation_sizes(args.pairs, args.restarts)
     started = time.perf_counter()
     done = 0
     for generation, size in enumerate(sizes, 1):
-        sides = {name: Side(name, command) for name, command in commands.items()}
+        sides = {
+            name: Side(name, command, checkouts[name].root) for name, command in commands.items()
+        }
         try:
             # both workers load their model at once (the start is most of an A/B's wall time)
             for side in sides.values():
@@ -241,6 +303,7 @@ def run_workload(
         for name, side in sides.items():
             rounds[name] += side.rounds
             details[name].append(side.details)
+            code[name] = side.code
         done += size
     verdicts = []
     for metric in AB_METRICS:
@@ -251,19 +314,39 @@ def run_workload(
             verdicts.append(paired_verdict(metric, reference, candidate, tolerance))
     return WorkloadAB(
         workload=workload,
-        reference=_side_record(details["reference"], rounds["reference"], sizes),
-        candidate=_side_record(details["candidate"], rounds["candidate"], sizes),
+        reference=_side_record(
+            checkouts["reference"],
+            code["reference"],
+            details["reference"],
+            rounds["reference"],
+            sizes,
+        ),
+        candidate=_side_record(
+            checkouts["candidate"],
+            code["candidate"],
+            details["candidate"],
+            rounds["candidate"],
+            sizes,
+        ),
         verdicts=tuple(verdicts),
         wall_s=round(time.perf_counter() - started, 1),
     )
 
 
 def _side_record(
-    details: list[str], rounds: list[dict[str, float]], sizes: list[int]
+    side: Checkout,
+    code: str,
+    details: list[str],
+    rounds: list[dict[str, float]],
+    sizes: list[int],
 ) -> dict[str, object]:
-    """A side's worker details and rounds; each round names its worker generation."""
+    """A side's interpreter, checkout, imported code, worker details and rounds; each round
+    names its worker generation."""
     generation = [g for g, size in enumerate(sizes, 1) for _ in range(size)]
     return {
+        "python": side.python,
+        "checkout": str(side.root),
+        "code": code,
         "details": details[0] if len(set(details)) == 1 else details,
         "rounds": [{**r, "generation": g} for r, g in zip(rounds, generation, strict=True)],
     }

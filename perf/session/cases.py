@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from perf.measure.identity import measured_identity
 from perf.measure.record import Measurement, RoundMeasurement
 from perf.measure.runner import GenerationRunner
 from perf.session.options import Case
@@ -34,12 +35,21 @@ class CaseRunner:
         self.runner = runner
         self._readings = readings
         self._progress = progress
+        self._warmup = 0  # the measurement's warm-up rounds (a re-measurement keeps its identity)
 
     def measurement(
-        self, rounds: Sequence[RoundMeasurement], plain_ms: Sequence[float] = ()
+        self,
+        rounds: Sequence[RoundMeasurement],
+        plain_ms: Sequence[float] = (),
+        warmup: int = 0,
+        untimed: str = "",
     ) -> Measurement:
-        """The measured ``rounds`` as a measurement, with the loaded model's own readings."""
+        """The measured ``rounds`` as a measurement, with the loaded model's own readings and
+        the identity of what was measured (perf/measure/identity.py)."""
         loaded = self.runner.loaded
+        identity = measured_identity(
+            loaded, self.runner.batch, self.case.workload, len(rounds), warmup
+        )
         return Measurement.from_rounds(
             model=loaded.spec.label,
             config=self.case.config.name,
@@ -50,6 +60,8 @@ class CaseRunner:
             plain_e2e_ms=plain_ms,
             details=loaded.details,
             readings=self._readings,
+            identity=identity,
+            untimed=untimed,
         )
 
     def measure(self, pedantic: Pedantic, rounds: int, warmup: int, pairs: int) -> Measurement:
@@ -62,6 +74,7 @@ class CaseRunner:
         would otherwise be charged to the hook (docs/decisions.md).
         """
         runner, case = self.runner, self.case
+        self._warmup = warmup
         runner.calibrate_fault()
         measured: list[RoundMeasurement] = []
         plain_ms: list[float] = []
@@ -91,8 +104,18 @@ class CaseRunner:
             warmup_rounds=warmup,
             iterations=1,
         )
-        # pedantic runs the warm-up rounds first; a disabled benchmark fixture runs one round only.
-        return self.measurement(measured[-rounds:], plain_ms)
+        # pedantic runs the warm-up rounds, then the rounds, then (--benchmark-cprofile) one more
+        # call under the profiler: only the rounds are kept. A disabled fixture
+        # (--benchmark-disable) calls once, cold: that call is kept, marked as no timing.
+        kept = measured[warmup : warmup + rounds]
+        untimed = ""
+        if len(kept) < rounds:
+            kept = measured
+            untimed = (
+                f"pytest-benchmark ran {len(measured)} of {warmup + rounds} calls"
+                " (--benchmark-disable?): no timing measurement"
+            )
+        return self.measurement(kept, plain_ms, warmup, untimed)
 
     def remeasure(self, attempt: int, rounds: int) -> Measurement:
         """The case measured again (``--perf-remeasure``), ``rounds`` rounds, no warm-up."""
@@ -104,4 +127,4 @@ class CaseRunner:
                     f"{self.case.id}: the gate failed, re-measurement {attempt}: round"
                     f" {n}/{rounds}: {_round_line(again[-1])}"
                 )
-        return self.measurement(again)
+        return self.measurement(again, warmup=self._warmup)

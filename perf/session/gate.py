@@ -3,26 +3,36 @@ one — with ``--perf-calibrate``'s plan, and re-measurement when it fails."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from perf.config.settings import Settings
 from perf.errors import BaselineError
 from perf.judge.calibration import MetricCalibration, calibrate_result
 from perf.judge.gate import (
+    ALPHA,
+    MIN_SESSIONS,
     compare_result,
     failing_verdicts,
-    mark_own_tolerances,
     merge_remeasured,
-    overrides_for,
+    min_p_value,
+    rounds_to_reach,
 )
 from perf.judge.outcome import GateOutcome, Remeasurement
+from perf.judge.tolerance import mark_own_tolerances, overrides_for
 from perf.judge.verdict import MetricVerdict
 from perf.measure.device import DeviceInfo
 from perf.measure.fingerprint import Fingerprint
 from perf.measure.record import Measurement
 from perf.metrics import GATED, MetricSamples
 from perf.session.options import Case, RunOptions
-from perf.store.baselines import Baseline, BaselineStore
+from perf.store.baselines import (
+    Baseline,
+    BaselineStore,
+    contract_error,
+    record_commands,
+    software_changes,
+)
 
 
 class BaselineGate:
@@ -36,6 +46,8 @@ class BaselineGate:
         self.store = BaselineStore(self.settings.baselines, environment)
         # The stored baselines compared against, by case id (for the plots' baseline marks).
         self.compared: dict[str, Mapping[str, MetricSamples]] = {}
+        # --perf-save-baseline: measurements to save when the session ends, with their run
+        self.pending: list[tuple[Measurement, dict[str, object]]] = []
 
     def judge(
         self,
@@ -43,59 +55,135 @@ class BaselineGate:
         measured: Measurement,
         remeasure: Callable[[int], Measurement] | None = None,
     ) -> GateOutcome:
-        """Save ``measured`` as the baseline (``--perf-save-baseline``) or judge it against it.
+        """Judge ``measured`` against its stored baseline, or (``--perf-save-baseline``) keep
+        it to be saved when the session ends (``save_pending``).
 
-        The stored baseline is read once; ``--perf-calibrate`` plans against its rounds when it
-        is usable, else as this session's rounds on both sides. When the gate fails,
+        The stored baseline is read once and must have measured what this session measured
+        (its identity, ``contract_error``). ``--perf-calibrate`` plans against its rounds when
+        it is usable, else as this session's rounds on both sides. When the gate fails,
         ``remeasure(attempt)`` measures the case again, up to ``remeasure`` times (settings): a
         metric fails only if it failed every time (``merge_remeasured``).
         """
+        if measured.untimed:
+            return GateOutcome(not_judged=f"not judged: {measured.untimed}")
         baseline, error = None, None
         if not self.options.save_baseline:
             try:
                 baseline = self.store.load(measured.model, measured.config, measured.workload)
             except BaselineError as exc:
                 error = str(exc)
+            if baseline is not None:
+                error = contract_error(baseline, measured)
         calibration: tuple[MetricCalibration, ...] = ()
         if self.options.calibrate:
+            usable = baseline is not None and error is None
             calibration = calibrate_result(
                 measured.metrics,
-                None if baseline is None else baseline.metrics,
+                baseline.metrics if usable and baseline is not None else None,
                 is_cuda=self.is_cuda,
                 overrides=overrides_for(self._overrides(), case.config.name),
                 target_pct=self.options.calibrate_target_pct,
+                session_rounds=baseline.session_rounds if usable and baseline else (),
             )
         if self.options.save_baseline:
-            path = self.store.save(
-                measured, self._run(case), sessions=self.settings.baseline_sessions
-            )
+            self.pending.append((measured, self._run(case)))
+            path = self.store.path(measured.model, measured.config, measured.workload)
             return GateOutcome(
                 baseline_file=str(path),
-                baseline_note="saved as the new baseline",
+                baseline_note="to be saved as the new baseline if every check of the session"
+                " passes",
                 calibration=calibration,
             )
         if error is not None:
             return GateOutcome(baseline_error=error, calibration=calibration)
         if baseline is None:
-            path = self.store.path(measured.model, measured.config, measured.workload)
-            verdicts = {
-                name: MetricVerdict(name, "no-baseline", measured.metrics[name].unit)
-                for name in GATED
-                if name in measured.metrics
-            }
-            note = (
-                f"no baseline for this hardware yet ({path}); record one with"
-                " `pytest --benchmark --perf-save-baseline` and commit it"
-            )
-            return GateOutcome(verdicts=verdicts, baseline_note=note, calibration=calibration)
+            return self._no_baseline(measured, calibration)
         self.compared[measured.case_id] = baseline.metrics
         verdicts, remeasured = self._judge_with_remeasurement(case, measured, baseline, remeasure)
         return GateOutcome(
             verdicts=verdicts,
             baseline_file=str(baseline.path),
+            baseline_note=self._notes(baseline),
             remeasured=remeasured,
             calibration=calibration,
         )
+
+    def _no_baseline(
+        self, measured: Measurement, calibration: tuple[MetricCalibration, ...]
+    ) -> GateOutcome:
+        path = self.store.path(measured.model, measured.config, measured.workload)
+        verdicts = {
+            name: MetricVerdict(name, "no-baseline", measured.metrics[name].unit)
+            for name in GATED
+            if name in measured.metrics
+        }
+        note = (
+            f"no baseline for this hardware ({self.store.environment.slug}) yet: {path};"
+            f" {record_commands(self.settings.baselines, self.store.environment.slug)}"
+        )
+        return GateOutcome(
+            verdicts=verdicts, baseline_note=note, not_judged=note, calibration=calibration
+        )
+
+    def _notes(self, baseline: Baseline) -> str:
+        """What a reader of the verdicts should know about the baseline: too few sessions for
+        a between-session spread, software that differs from the baseline's."""
+        notes = []
+        if len(baseline.sessions) < MIN_SESSIONS:
+            notes.append(
+                f"the baseline has {len(baseline.sessions)} session(s): the spread between"
+                f" sessions is unknown below {MIN_SESSIONS}, so regressions are judged on"
+                " tolerance and rounds only (record more with --perf-baseline-sessions"
+                f" {MIN_SESSIONS})"
+            )
+        changed = software_changes(baseline.software, self.store.environment.software)
+        if changed:
+            notes.append("software differs from the baseline's: " + ", ".join(changed))
+        return "; ".join(notes)
+
+    def preflight(self, cases: Sequence[Case], injected: bool, timed: bool) -> list[str]:
+        """What makes this session unable to do its job, found before anything runs: a
+        baseline to be saved from a session that cannot be one, a comparison whose
+        significance these rounds cannot reach."""
+        problems = []
+        if self.options.save_baseline and injected:
+            problems.append(
+                "--perf-save-baseline with --perf-inject-*: a baseline must measure the code,"
+                " not a planted fault; drop one of them"
+            )
+        if self.options.save_baseline and not timed:
+            problems.append(
+                "--perf-save-baseline with --benchmark-disable: a disabled benchmark runs each"
+                " case once, cold; drop --benchmark-disable"
+            )
+        if self.options.save_baseline:
+            return problems
+        rounds = self.settings.rounds
+        for case in cases:
+            model = self.options.model.label
+            try:
+                baseline = self.store.load(model, case.config.name, case.workload.name)
+            except BaselineError:
+                continue  # the case itself fails and says why
+            if baseline is None:
+                continue
+            pooled = sum(baseline.session_rounds)
+            if min_p_value(rounds, pooled) >= ALPHA:
+                need = rounds_to_reach(pooled)
+                problems.append(
+                    f"{case.id}: {rounds} round(s) against the baseline's {pooled} can never"
+                    f" reach p < {ALPHA} (the smallest p is {min_p_value(rounds, pooled):.3g}):"
+                    f" every verdict would be inconclusive. Run at least {need} rounds, or"
+                    f" record a baseline of more sessions (--perf-baseline-sessions"
+                    f" {MIN_SESSIONS}); {baseline.path}"
+                )
+        return problems
+
+    def save_pending(self) -> list[Path]:
+        """Write the measurements kept by ``--perf-save-baseline`` (the caller has checked that
+        every check of the session passed), each pooled as ``baseline_sessions`` says."""
+        sessions = self.settings.baseline_sessions
+        return [self.store.save(m, run, sessions=sessions) for m, run in self.pending]
 
     def _overrides(self) -> dict[str, float]:
         """Every tolerance override on this device (CONFIG:METRIC keys included)."""
@@ -121,6 +209,7 @@ class BaselineGate:
                 is_cuda=self.is_cuda,
                 overrides=own,
                 normalize=self.settings.normalizes,
+                sessions=baseline.session_rounds,
             )
             return mark_own_tolerances(verdicts, overrides, case.config.name)
 

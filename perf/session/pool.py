@@ -34,8 +34,13 @@ log = logging.getLogger(__name__)
 class ModelPool:
     """The loaded model of the config being measured, and what loading it cost."""
 
-    def __init__(self, spec: ModelSpec, device: DeviceInfo, prompts_path: Path) -> None:
+    def __init__(
+        self, spec: ModelSpec, device: DeviceInfo, prompts_path: Path, speed_probe: bool = False
+    ) -> None:
         self.spec = spec
+        # the runner-speed probe runs only when the gate uses it (normalize = "probe"): its
+        # readings around every round cost time and would otherwise serve no verdict
+        self._wants_speed_probe = speed_probe
         self.device = device
         self._prompts_path = prompts_path
         self._prompts: tuple[Prompt, ...] | None = None
@@ -62,7 +67,7 @@ class ModelPool:
             return
         self._started = True
         # Before any model load, so its arrays sit in the pre-load RSS level (speed.py).
-        self.speed_probe = SpeedProbe()
+        self.speed_probe = SpeedProbe() if self._wants_speed_probe else None
         if self.device.is_cuda and unavailable_reason(self.device) is None:
             self.probe, self.probe_note = NvmlProbe.open(pci_bus_id(self.device))
             if self.probe is None:

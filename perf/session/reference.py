@@ -40,7 +40,8 @@ class ReferenceComparison:
     def compare(self, case: Case, runner: GenerationRunner, measured: Measurement) -> Comparison:
         """Parity (untimed, after the rounds) and ratios of ``measured`` to the reference's."""
         reference = self.settings.reference_name
-        parity, note = self._parity(case, runner)
+        parity, note, unchecked = self._parity(case, runner)
+        unevaluated: tuple[str, ...] = (note,) if unchecked else ()
         if reference is None or case.config.name == reference:
             if measured.metrics:
                 self._measured[case.workload.name] = measured
@@ -48,9 +49,15 @@ class ReferenceComparison:
         ref = self._measured.get(case.workload.name)
         if ref is None:
             missing = f"no reference result: config {reference!r} did not run this workload"
-            return Comparison(parity=parity, note="; ".join(filter(None, (note, missing))))
+            if case.config.expect:
+                unevaluated += (f"expectations not checked: {missing}",)
+            return Comparison(
+                parity=parity,
+                note="; ".join(filter(None, (note, missing))),
+                unevaluated=unevaluated,
+            )
         ratios, failures = self._ratios(case, measured, ref)
-        return Comparison(parity, ratios, tuple(failures), note)
+        return Comparison(parity, ratios, tuple(failures), note, unevaluated)
 
     def _ratios(
         self, case: Case, measured: Measurement, ref: Measurement
@@ -91,39 +98,44 @@ class ReferenceComparison:
                 )
         return ratios, failures
 
-    def _parity(self, case: Case, runner: GenerationRunner) -> tuple[ParityResult | None, str]:
-        """Output parity of a greedy workload against the reference.
+    def _parity(
+        self, case: Case, runner: GenerationRunner
+    ) -> tuple[ParityResult | None, str, bool]:
+        """Output parity of a greedy workload against the reference: the result, a note when
+        there is none, and whether a check that applies could not be evaluated.
 
         The reference config records its continuation and its own NLL of it; every other config
         is teacher-forced on that continuation and compared (perf/judge/parity.py).
         """
         if not case.workload.greedy or runner.last_sequences is None:
-            return None, ""
+            return None, "", False
         loaded, batch = runner.loaded, runner.batch
         pad = int(loaded.tokenizer.pad_token_id)
         tokens = continuations(runner.last_sequences, batch.padded_length, loaded.eos_token_ids)
         input_ids = tuple(tuple(row) for row in batch.input_ids.tolist())
         reference = self.settings.reference_name
         if reference is None:
-            return None, "parity not checked: no reference config (set reference in [tool.genperf])"
+            note = "parity not checked: no reference config (set reference in [tool.genperf])"
+            return None, note, False
         if case.config.name == reference:
             scored = teacher_forced(loaded.model, batch, tokens, pad)
             self._outputs[case.workload.name] = ReferenceOutput(
                 reference, input_ids, tokens, scored
             )
-            return None, ""
+            return None, "", False
         ref = self._outputs.get(case.workload.name)
         reference_config = self.settings.reference_config
         if ref is None or reference_config is None:
-            return None, (
+            note = (
                 f"parity not checked: the reference config {reference!r} did not run this"
                 " workload in this session (add it to --perf-configs)"
             )
+            return None, note, True
         if ref.input_ids != input_ids:
-            return None, "parity not checked: this config tokenised the prompts differently"
+            return None, "parity not checked: this config tokenised the prompts differently", True
         kind = case.config.parity_kind(reference_config, loaded.kernel_injected)
         if kind == "off":
-            return None, "parity off for this config (parity = 'off')"
+            return None, "parity off for this config (parity = 'off')", False
         scored = teacher_forced(loaded.model, batch, ref.tokens, pad)
         parity = compare(
             reference_name=reference,
@@ -135,4 +147,4 @@ class ReferenceComparison:
             config_scored=scored,
             decode=lambda ids: str(loaded.tokenizer.decode(list(ids))),
         )
-        return parity, ""
+        return parity, "", False

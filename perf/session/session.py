@@ -8,6 +8,7 @@ baseline gate; a case's result is its measurement and the outcome judged of it, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +38,15 @@ if TYPE_CHECKING:
     from perf.scenarios.memory_model import MemoryPrediction
 
 
+# How a failing verdict reads in the failure message.
+_FAILED_AS = {
+    "regressed": "regression against the stored baseline",
+    "inconclusive": "inconclusive against the stored baseline (--perf-strict)",
+    "invalid": "no valid comparison with the stored baseline",
+    "missing": "a gated metric on one side only",
+}
+
+
 class HookOverheadError(GenperfError):
     """The timing hook cost more than the configured share of generate's wall time."""
 
@@ -46,7 +56,9 @@ class PerfSession:
         self.options = options
         self.settings = options.settings
         self.device: DeviceInfo = resolve_device(self.settings.device)
-        self.pool = ModelPool(options.model, self.device, self.settings.prompts)
+        self.pool = ModelPool(
+            options.model, self.device, self.settings.prompts, self.settings.normalizes
+        )
         self.reference = ReferenceComparison(self.settings, self.device.is_cuda)
         self.results: list[BenchmarkResult] = []
         self.soak_results: list[SoakResult] = []
@@ -122,6 +134,24 @@ class PerfSession:
         self.results.append(result)
         return result
 
+    def preflight(self, timed: bool) -> list[str]:
+        """Problems found before anything runs (``BaselineGate.preflight``); ``timed``: False
+        under --benchmark-disable."""
+        return self.gate.preflight(self.cases(), bool(self.injected()), timed)
+
+    def save_baselines(self, failed: int) -> tuple[list[Path], str]:
+        """``--perf-save-baseline``: write the kept measurements when the session's checks all
+        passed (``failed`` tests: none); else nothing, and why."""
+        pending = self.gate.pending
+        if not pending:
+            return [], ""
+        if failed:
+            return [], (
+                f"{len(pending)} baseline(s) not saved: {failed} test(s) failed in this session,"
+                " and a baseline is written only from a session whose checks all passed"
+            )
+        return self.gate.save_pending(), ""
+
     def check(self, result: BenchmarkResult) -> None:
         """In-run checks that fail the result's own test (after it has been recorded)."""
         limit = self.settings.max_hook_overhead_pct
@@ -144,10 +174,16 @@ class PerfSession:
         problems += [f"expectation not met: {f}" for f in result.comparison.expectation_failures]
         if result.gate.baseline_error is not None:
             raise BaselineError(f"{result.case_id}: {result.gate.baseline_error}")
-        fails = failing_verdicts(self.settings.strict)
+        require = self.settings.requires_baseline
+        if require:
+            closed = " (require_baseline: the gate fails closed, docs/gate.md)"
+            problems += [f"{u}{closed}" for u in result.comparison.unevaluated]
+            if result.gate.not_judged:
+                problems.append(f"{result.gate.not_judged}{closed}")
+        fails = failing_verdicts(self.settings.strict, require) - {"no-baseline"}
         failing = [v for v in result.verdicts.values() if v.verdict in fails]
         if failing:
-            problems += [f"regression against the stored baseline: {v.describe()}" for v in failing]
+            problems += [f"{_FAILED_AS[v.verdict]}: {v.describe()}" for v in failing]
             problems.append(
                 f"baseline: {result.gate.baseline_file}; if the change is intended, re-baseline"
                 " with `pytest --benchmark --perf-save-baseline` and commit the file"
@@ -192,7 +228,13 @@ class PerfSession:
             software=env.software,
             git_commit=git_commit(Path.cwd()),
             kind="soak" if self.soak_results and not self.results else "benchmark",
+            injected=self.injected(),
         )
+
+    def injected(self) -> dict[str, float]:
+        """The faults injected into this session (--perf-inject-*), by name; empty: none."""
+        fault = self.options.fault
+        return {k: v for k, v in dataclasses.asdict(fault).items() if v}
 
     def run_description(self) -> dict[str, object]:
         s = self.settings
@@ -203,4 +245,6 @@ class PerfSession:
             "warmup": s.warmup,
             "configs": {name: s.config_defs[name].to_dict() for name in s.configs},
             "workloads": {name: s.workload_defs[name].to_dict() for name in s.workloads},
+            "injected": self.injected(),
+            "require_baseline": s.requires_baseline,
         }

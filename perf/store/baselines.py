@@ -13,18 +13,30 @@ import datetime
 import json
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf import __version__
 from perf.errors import BaselineError
 from perf.measure.fingerprint import Fingerprint
+from perf.measure.identity import identity_mismatches
 from perf.measure.record import Measurement
 from perf.metrics import MetricSamples
 from perf.store.jsonio import dumps_stable, write_atomic
 
-BASELINE_SCHEMA_VERSION = 1
+# 2: each file carries the identity of what it measured, and each session its medians.
+BASELINE_SCHEMA_VERSION = 2
 SAVE_HINT = "re-record it with `pytest --benchmark --perf-save-baseline` on this machine"
+
+
+def record_commands(baselines: Path, slug: str) -> str:
+    """The exact commands that record this hardware's baselines and commit them."""
+    return (
+        "record them on this runner with `pytest --benchmark --perf-save-baseline"
+        " --perf-baseline-sessions 3` and this run's other options, three times (the gate"
+        " needs the spread between sessions; `make baseline` does it), then"
+        f" `git add {baselines / slug} && git commit`"
+    )
 
 
 @dataclass(frozen=True)
@@ -38,8 +50,14 @@ class Baseline:
     created_at: str
     git_commit: str | None
     software: Mapping[str, object]
-    # The sessions pooled in it, oldest first: created_at, git_commit, rounds.
+    # The sessions pooled in it, oldest first: created_at, git_commit, rounds, medians.
     sessions: tuple[Mapping[str, object], ...] = ()
+    # What it measured (perf/measure/identity.py); a session must match it to be judged.
+    identity: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def session_rounds(self) -> tuple[int, ...]:
+        return tuple(int(str(s["rounds"])) for s in self.sessions)
 
 
 def git_commit(root: Path) -> str | None:
@@ -80,11 +98,12 @@ class BaselineStore:
             "created_at": now,
             "git_commit": commit,
             "rounds": len(result.output_lengths),
+            "medians": {name: m.median for name, m in sorted(result.metrics.items())},
         }
         pooled: list[Mapping[str, object]] = [this]
         samples = {name: list(m.samples) for name, m in result.metrics.items()}
         lengths = [list(row) for row in result.output_lengths]
-        previous = self.load(result.model, result.config, result.workload) if sessions > 1 else None
+        previous = self._poolable(result) if sessions > 1 else None
         if previous is not None:
             kept = list(previous.sessions)[-(sessions - 1) :]
             keep_rounds = sum(int(str(s["rounds"])) for s in kept)
@@ -104,6 +123,7 @@ class BaselineStore:
             "created_at": now,
             "git_commit": commit,
             "environment": self.environment.to_dict(),
+            "identity": dict(result.identity),
             "run": dict(run),
             "sessions": pooled,
             "model": result.model,
@@ -117,6 +137,18 @@ class BaselineStore:
         }
         write_atomic(path, dumps_stable(document))
         return path
+
+    def _poolable(self, result: Measurement) -> Baseline | None:
+        """The stored baseline when its sessions measured what ``result`` measured (the same
+        identity); None when there is none, it is unreadable, or it measured something else:
+        a re-record after an intended change starts afresh."""
+        try:
+            previous = self.load(result.model, result.config, result.workload)
+        except BaselineError:
+            return None
+        if previous is None or identity_mismatches(previous.identity, result.identity):
+            return None
+        return previous
 
     def load(self, model: str, config: str, workload: str) -> Baseline | None:
         """The stored baseline, None when there is none; ``BaselineError`` when it is unusable."""
@@ -140,6 +172,8 @@ class BaselineStore:
             raw_metrics = document["metrics"]
             metrics = {str(k): MetricSamples.from_dict(str(k), v) for k, v in raw_metrics.items()}
             lengths = tuple(tuple(int(n) for n in row) for row in document["output_lengths"])
+            identity = document["identity"]
+            assert isinstance(identity, dict), "identity is no object"
         except (KeyError, TypeError, ValueError, AssertionError, AttributeError) as exc:
             raise BaselineError(
                 f"{path}: malformed baseline ({type(exc).__name__}: {exc}); {SAVE_HINT}"
@@ -161,6 +195,7 @@ class BaselineStore:
             git_commit=document.get("git_commit"),
             software=document["environment"].get("software", {}),
             sessions=_sessions(document, len(lengths)),
+            identity=identity,
         )
 
 
@@ -176,3 +211,29 @@ def _sessions(document: Mapping[str, object], rounds: int) -> tuple[Mapping[str,
             "rounds": rounds,
         },
     )
+
+
+def contract_error(baseline: Baseline, measured: Measurement) -> str | None:
+    """Why ``baseline`` cannot judge ``measured`` (it measured something else), or None.
+
+    Names the first fields that differ with both values, and the re-record command.
+    """
+    differ = identity_mismatches(baseline.identity, measured.identity)
+    if not differ:
+        return None
+    shown = "; ".join(f"{path}: baseline {a!r}, this run {b!r}" for path, a, b in differ[:4])
+    more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
+    return (
+        f"{baseline.path}: stale baseline, it measured something else: {shown}{more}. If the"
+        " change is intended, re-record it: `pytest --benchmark --perf-save-baseline"
+        " --perf-baseline-sessions 3` (three runs) and commit the file"
+    )
+
+
+def software_changes(stored: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
+    """``name old -> new`` for each software version that differs (shown, never keyed)."""
+    return [
+        f"{name} {stored.get(name)} -> {current.get(name)}"
+        for name in sorted(set(stored) | set(current))
+        if stored.get(name) != current.get(name)
+    ]

@@ -11,7 +11,7 @@ import datetime
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf.errors import GenperfError
@@ -33,6 +33,9 @@ class Entry:
     kind: str  # "benchmark" or "soak"
     software: Mapping[str, object]
     medians: Mapping[str, Mapping[str, float]]  # case id -> metric -> median
+    # Faults injected into the session (--perf-inject-*, e.g. {"slowdown": 0.2}); empty:
+    # none. Such a session measured a planted regression, not the code.
+    injected: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -43,6 +46,7 @@ class Entry:
             "kind": self.kind,
             "software": dict(self.software),
             "medians": {case: dict(sorted(m.items())) for case, m in sorted(self.medians.items())},
+            "injected": dict(self.injected),
         }
 
     @classmethod
@@ -61,6 +65,7 @@ class Entry:
                 str(case): {str(k): float(v) for k, v in values.items()}
                 for case, values in medians.items()
             },
+            injected={str(k): float(v) for k, v in dict(data.get("injected") or {}).items()},  # type: ignore[call-overload]
         )
 
 
@@ -71,9 +76,10 @@ def entry_now(
     software: Mapping[str, object],
     git_commit: str | None,
     kind: str = "benchmark",
+    injected: Mapping[str, float] | None = None,
 ) -> Entry:
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    return Entry(now, git_commit, hardware, kind, software, medians)
+    return Entry(now, git_commit, hardware, kind, software, medians, dict(injected or {}))
 
 
 def append(path: Path, entry: Entry) -> None:

@@ -5,6 +5,7 @@ newline, written to a temporary file, fsync'ed and renamed so a crash never leav
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -15,8 +16,10 @@ FLOAT_DIGITS = 6
 
 
 def _round_floats(value: object) -> object:
+    """Floats to ``FLOAT_DIGITS`` significant digits; NaN and infinities, which JSON cannot hold,
+    to null (a verdict of such a value is ``invalid`` and its note says what it was)."""
     if isinstance(value, float):
-        return float(f"{value:.{FLOAT_DIGITS}g}")
+        return float(f"{value:.{FLOAT_DIGITS}g}") if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _round_floats(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

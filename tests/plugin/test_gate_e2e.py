@@ -45,6 +45,11 @@ max_new_tokens = 16
 
 @pytest.fixture
 def project(pytester, tmp_path):
+    return make_project(pytester, tmp_path)
+
+
+def make_project(pytester, tmp_path):
+    """A project of the tiny model with one greedy workload; (pytester, its baselines dir)."""
     prompts = Path(__file__).parents[2] / "fixtures" / "prompts.jsonl"
     baselines = tmp_path / "baselines"
     pytester.makefile(".toml", pyproject=PYPROJECT.format(prompts=prompts, baselines=baselines))

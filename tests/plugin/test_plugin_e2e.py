@@ -97,7 +97,7 @@ def test_benchmark_run_writes_reports_and_benchmark_json(pytester, tmp_path, mon
     greedy = by_workload["greedy-b1"]
     assert greedy["error"] is None
     assert set(greedy["verdicts"].values()) == {"no-baseline"}
-    assert greedy["skipped"] is None and greedy["memory_source"] == "psutil-rss"
+    assert greedy["skipped"] is None and greedy["memory_source"] == "vmhwm"
     for name in (
         "output_tokens_per_s",
         "e2e_latency_ms",

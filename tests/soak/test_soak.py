@@ -3,8 +3,8 @@ throughput drift or any error fails it. Runs only with ``--soak`` (nightly; docs
 
 import pytest
 
-from perf.judge.gate import tolerance_for
 from perf.judge.soak import judge
+from perf.judge.tolerance import tolerance_for
 from perf.scenarios.soak import run_soak, tqdm_progress
 
 

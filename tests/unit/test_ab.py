@@ -126,9 +126,11 @@ def test_each_generation_runs_in_fresh_worker_processes_in_abba_order(tmp_path):
     fake = tmp_path / "fake-python"
     fake.write_text(FAKE_WORKER)
     fake.chmod(0o755)
+    from perf.scenarios.ab import Checkout
+
     args = argparse.Namespace(
-        reference_python=str(fake),
-        candidate_python=str(fake),
+        reference_side=Checkout(str(fake), tmp_path),
+        candidate_side=Checkout(str(fake), tmp_path),
         pyproject="pyproject.toml",
         config="baseline",
         model=None,
@@ -195,3 +197,36 @@ def test_a_line_that_is_no_protocol_message_is_named():
     side = Side("candidate", ["python"], process=Stub())  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match=r"candidate worker wrote something other than a proto"):
         side._read()
+
+
+def test_tolerance_zero_is_a_tolerance(monkeypatch):
+    """``--tolerance 0`` once meant "the defaults" (``args.tolerance or t``)."""
+    from perf.cli import ab as cli
+
+    seen = {}
+
+    def fake_run(args, workload, tolerances):
+        seen.update(tolerances)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "run_workload", fake_run)
+    with pytest.raises(SystemExit):
+        main(["--pairs", "7", "--tolerance", "0"])
+    assert set(seen.values()) == {0.0}
+
+
+def test_a_side_is_a_checkout_or_the_checkout_its_interpreter_lives_in(tmp_path):
+    from perf.scenarios.ab import Checkout
+
+    checkout = tmp_path / "base"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[tool.genperf]\n")
+    python = checkout / ".venv" / "bin" / "python"
+    python.write_text("")
+    assert Checkout.of(str(checkout), None) == Checkout(
+        str(checkout / ".venv/bin/python"), checkout
+    )
+    assert Checkout.of(None, str(python)).root == checkout  # the checkout it lives in
+    assert Checkout.of(str(python), None).root == checkout
+    with pytest.raises(ValueError, match="no interpreter at"):
+        Checkout.of(str(tmp_path), None)

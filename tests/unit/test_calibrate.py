@@ -23,8 +23,9 @@ from perf.judge.calibration import (
     smallest_detectable,
 )
 from perf.judge.drift import session_drift
-from perf.judge.gate import ALPHA, Tolerance, compare_metric
+from perf.judge.gate import ALPHA, compare_metric
 from perf.judge.outcome import BenchmarkResult
+from perf.judge.tolerance import Tolerance
 from perf.measure.fingerprint import Fingerprint
 from perf.measure.record import Measurement
 from perf.metrics import MetricSamples

@@ -11,19 +11,20 @@ from hypothesis import strategies as st
 from perf.errors import BaselineError
 from perf.judge.gate import (
     ALPHA,
-    CPU_TOLERANCES,
-    CUDA_TOLERANCES,
-    Tolerance,
     compare_exact,
     compare_lengths,
     compare_metric,
     compare_result,
     failing_verdicts,
-    mark_own_tolerances,
     merge_remeasured,
-    normalize_timings,
+)
+from perf.judge.speed import normalize_timings, runner_speed
+from perf.judge.tolerance import (
+    CPU_TOLERANCES,
+    CUDA_TOLERANCES,
+    Tolerance,
+    mark_own_tolerances,
     overrides_for,
-    runner_speed,
     tolerance_for,
 )
 from perf.judge.verdict import MetricVerdict
@@ -124,8 +125,17 @@ def test_sampled_lengths_compare_as_distributions():
     m = MetricSamples.of("output_length_tokens", (20.0,))
     same = compare_lengths(m, ((20, 21, 19),) * 3, ((21, 20, 19),) * 3)
     assert same.verdict == "pass"
-    short = compare_lengths(m, ((2, 3, 2, 3),) * 4, ((30, 31, 29, 30),) * 4)
+    short = compare_lengths(m, ((2, 3, 2, 3, 2, 3, 2, 3),) * 3, ((30, 31, 29, 30) * 2,) * 3)
     assert short.verdict == "regressed"
+
+
+def test_sampled_rounds_that_repeat_count_once_in_the_length_test():
+    """Same seed, same sequences: 4 copies of 4 lengths are 4 samples, not 16. Four against
+    four can never reach p < 0.01 two-sided (the smallest p is 2/70), so it must not regress
+    however far apart they are; as 16 independent samples the same data gave p ~ 1e-7."""
+    m = MetricSamples.of("output_length_tokens", (20.0,))
+    copies = compare_lengths(m, ((2, 3, 2, 3),) * 4, ((30, 31, 29, 30),) * 4)
+    assert copies.verdict == "pass" and copies.p_value > 0.01
 
 
 def test_compare_result_gates_only_gated_metrics():
@@ -231,7 +241,7 @@ def test_baseline_sessions_setting_is_validated():
     ("mutate", "fragment"),
     [
         (lambda d: "{not json", "not readable JSON"),
-        (lambda d: {**d, "schema_version": 99}, "schema_version 99, this genperf reads 1"),
+        (lambda d: {**d, "schema_version": 99}, "schema_version 99, this genperf reads 2"),
         (lambda d: {k: v for k, v in d.items() if k != "metrics"}, "malformed baseline"),
         (
             lambda d: {**d, "environment": {"hardware": {"slug": "nvidia-h100-80gb"}}},

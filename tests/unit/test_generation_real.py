@@ -35,7 +35,7 @@ def test_measured_round_on_a_padded_batch(tiny_loaded):
     assert m.lengths.stop_reasons == ("max_new_tokens", "max_new_tokens")
     assert len(m.latency.itl_ms) == 11
     assert 0 < m.latency.ttft_ms < m.e2e_ms
-    assert m.memory.source == "psutil-rss" and m.memory.peak_rss_mib > 0
+    assert m.memory.source == "vmhwm" and m.memory.peak_rss_mib > 0
     assert m.hook_self_ms < m.e2e_ms
     # greedy: the same batch gives the same tokens and lengths every round
     assert runner.measure().lengths == m.lengths
@@ -210,3 +210,42 @@ def test_the_saved_tokenizer_is_the_gguf_one(tokenizer, tmp_path, monkeypatch):
         assert first.get_vocab() == gguf.get_vocab()
     finally:
         hf._embedded_tokenizer.cache_clear()
+
+
+def test_an_injected_slowdown_slows_the_first_token_by_its_own_share(tiny_loaded):
+    """The injected delay lands before the step clock's stamp, so the time to first token
+    grows too; the first step's delay scales with the time to first token (prefill included),
+    every later one with the median decode step, not with the prefill."""
+    from perf.measure.runner import Fault
+
+    workload = Workload("w", ("long",), 1, SamplingParams(max_new_tokens=8))
+    prompts = load_prompts(load_settings(REPO / "pyproject.toml").prompts)
+    batch = prepare_batch(tiny_loaded.tokenizer, select_prompts(prompts, workload), "cpu")
+    runner = GenerationRunner(tiny_loaded, workload, batch, fault=Fault(slowdown=0.5))
+    runner.calibrate_fault()
+    first, step = runner._delay.first, runner._delay.seconds
+    assert first > 0 and step > 0
+    # a fixed, known delay: busy-waits are lower bounds, not timing estimates
+    runner._delay.first, runner._delay.seconds = 0.25, 0.0
+    slowed = runner.measure()
+    assert slowed.latency.ttft_ms >= 250
+    assert max(slowed.latency.itl_ms) < 250  # the later steps were not delayed
+    runner._delay.first, runner._delay.seconds = 0.0, 0.05
+    decode = runner.measure()
+    assert min(decode.latency.itl_ms) >= 50  # every later step waited
+
+
+def test_the_speed_probe_runs_only_when_the_gate_normalises(tiny_loaded):
+    from pathlib import Path
+
+    from perf.config.model import ModelSpec
+    from perf.measure.device import DeviceInfo
+    from perf.session.pool import ModelPool
+
+    spec, cpu = ModelSpec.resolve("tiny", None, "tests"), DeviceInfo("cpu")
+    off = ModelPool(spec, cpu, Path("prompts.jsonl"))
+    off.start()
+    assert off.speed_probe is None
+    on = ModelPool(spec, cpu, Path("prompts.jsonl"), speed_probe=True)
+    on.start()
+    assert on.speed_probe is not None

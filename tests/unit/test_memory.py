@@ -125,18 +125,36 @@ def test_sampler_reports_a_failing_reader_instead_of_dying_silently():
 
 
 def test_rss_tracker_sees_a_real_allocation():
-    import psutil
+    from perf.measure.trackers.memory import trim_host_memory
 
-    before_mib = psutil.Process().memory_info().rss / MIB
+    before_mib = trim_host_memory(generation=0)  # the level the tracker itself starts from
     tracker = MemoryTracker(DeviceInfo("cpu"), probe=None)
     with tracker.track():
         block = bytearray(200 * MIB)  # bytearray zero-fills: every page is touched and resident
     result = tracker.result
-    assert result.source == "psutil-rss"
+    assert result.source == "vmhwm"
     # The sampler takes a final reading on exit, while the block is still alive.
     assert result.peak_rss_mib >= before_mib + 190
     assert result.sample_count >= 2
     del block
+
+
+def test_rss_peak_does_not_depend_on_what_ran_before():
+    """A call's peak is measured from a reset: a bigger block freed before it does not raise
+    it (the high-water mark without the reset would keep the earlier 400 MiB)."""
+    tracker = MemoryTracker(DeviceInfo("cpu"), probe=None)
+
+    def peak(size_mib: int) -> float:
+        with tracker.track():
+            block = bytearray(size_mib * MIB)
+            del block
+        return tracker.result.peak_rss_mib
+
+    alone = peak(50)
+    big = bytearray(400 * MIB)
+    del big
+    after_big = peak(50)
+    assert abs(after_big - alone) < 100, (alone, after_big)
 
 
 def test_host_tensor_peak_is_the_largest_live_sum_not_the_total():

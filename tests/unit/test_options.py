@@ -36,7 +36,7 @@ def parse(*argv):
 
 def test_every_flag_is_declared_once_and_documents_its_default():
     flags = [o.flag for cls in OPTION_CLASSES for _, o, _ in table(cls) if o.flag]
-    assert len(flags) == len(set(flags)) == 24
+    assert len(flags) == len(set(flags)) == 25
     help_text = Group()
     for cls in OPTION_CLASSES:
         add_options(help_text, cls)
@@ -103,3 +103,20 @@ def test_the_same_rule_checks_a_value_from_the_file():
         validate(dataclasses.replace(Settings(), rounds=0), "pyproject.toml")
     with pytest.raises(ConfigError, match=r"property_max_batch = 0 is not valid"):
         parse_settings(minimal(property_max_batch=0), "p", REPO)
+
+
+def test_require_baseline_is_on_under_ci_unless_set(monkeypatch):
+    """Unset, it follows the CI variable; set by flag or [tool.genperf], the setting wins."""
+    from perf.config.settings import Settings
+
+    unset = parse()[Settings]
+    assert "require_baseline" not in unset  # not given: the default (None) applies
+    assert parse("--perf-require-baseline")[Settings]["require_baseline"] is True
+    assert parse("--no-perf-require-baseline")[Settings]["require_baseline"] is False
+    monkeypatch.setenv("CI", "true")
+    assert Settings().requires_baseline
+    assert not Settings(require_baseline=False).requires_baseline
+    monkeypatch.setenv("CI", "false")
+    assert not Settings().requires_baseline
+    monkeypatch.delenv("CI")
+    assert not Settings().requires_baseline and Settings(require_baseline=True).requires_baseline

@@ -166,6 +166,8 @@ def remeasure_session(tiny_loaded, baselines, monkeypatch, slow_calls, **overrid
     saver, session = sessions
     monkeypatch.setattr(GenerationRunner, "measure", lambda runner: measure(runner, False))
     saver.run(saver.cases()[0], pedantic)
+    saved, not_saved = saver.save_baselines(failed=0)
+    assert len(saved) == 1 and not not_saved
     monkeypatch.setattr(GenerationRunner, "measure", lambda runner: measure(runner, True))
     return session, calls
 
@@ -225,3 +227,42 @@ def test_a_remeasured_result_round_trips_through_its_report(tiny_loaded, tmp_pat
     assert verdict_summary(result).endswith("(re-measured 1x)")
     (line,) = [n for n in notes([result]) if "re-measurement" in n]
     assert "failed on the first measurement, not on re-measurement (1x" in line
+
+
+def test_a_profiled_or_disabled_benchmark_call_never_enters_the_kept_rounds(session, monkeypatch):
+    """pytest-benchmark calls the target once more under cProfile after the rounds
+    (--benchmark-cprofile), and only once, cold, when disabled (--benchmark-disable): the first
+    is dropped, the second is kept marked ``untimed`` and is not judged."""
+    import dataclasses
+
+    from perf.errors import PerformanceRegression
+    from perf.measure.runner import GenerationRunner
+
+    real, calls = GenerationRunner.measure, []
+
+    def numbered(runner):
+        calls.append(1)
+        return dataclasses.replace(real(runner), e2e_ms=float(len(calls)))
+
+    monkeypatch.setattr(GenerationRunner, "measure", numbered)
+
+    def profiled(target, setup, teardown, rounds, warmup_rounds, iterations):
+        pedantic(target, setup, teardown, rounds, warmup_rounds, iterations)
+        target()  # the profiled call, as pytest_benchmark.fixture._raw_pedantic makes it
+
+    (case,) = session.cases()
+    result = session.run(case, profiled)
+    # warm-up calls 1-2, rounds 3-5, profiled call 6
+    assert result.metrics["e2e_latency_ms"].samples == (3.0, 4.0, 5.0)
+    assert not result.measurement.untimed
+
+    def disabled(target, setup, teardown, rounds, warmup_rounds, iterations):
+        target()  # pytest-benchmark's disabled fixture: one plain call
+
+    cold = session.run(case, disabled)
+    assert "no timing measurement" in cold.measurement.untimed
+    assert not cold.verdicts and cold.gate.not_judged.startswith("not judged")
+    session.check(cold)  # off outside CI: a note, the test passes
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(PerformanceRegression, match="no timing measurement"):
+        session.check(cold)

@@ -187,6 +187,29 @@ def trim_host_memory(generation: int = 2) -> float:
     return float(psutil.Process().memory_info().rss) / MIB
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS; False where /proc does not
+    allow it (``echo 5 > /proc/self/clear_refs``, Linux 4.0 and later)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_since_reset() -> float | None:
+    """VmHWM in MiB: the peak RSS since ``reset_peak_rss`` (None: not readable)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / MIB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, looked up once (``find_library`` runs ``ldconfig``: 50 ms and
@@ -289,19 +312,29 @@ class MemoryTracker:
 
     @contextlib.contextmanager
     def _track_rss(self) -> Iterator[None]:
+        """Peak RSS of the call, measured from a reset so it does not depend on what ran before:
+        freed heap is handed back first (``trim_host_memory``), then the kernel's high-water
+        mark is reset (``/proc/self/clear_refs``) and read after the call (``VmHWM``); the
+        100 Hz sampler is the fallback where /proc does not allow that (not Linux)."""
         import psutil
 
         process = psutil.Process()
+        trim_host_memory(generation=0)
+        exact = reset_peak_rss()
         sampler = PeakSampler(lambda: process.memory_info().rss / MIB, RSS_INTERVAL_S, "rss")
         try:
             with sampler:
                 yield
         finally:
             before = self._rss_before_load_mib
+            peak = sampler.peak
+            hwm = peak_rss_since_reset() if exact else None
+            if hwm is not None and peak is not None:
+                peak = max(peak, hwm)
             self.result = MemoryResult(
-                source="psutil-rss",
-                peak_rss_mib=sampler.peak,
-                peak_rss_delta_mib=None if before is None else sampler.peak - before,
+                source="psutil-rss" if hwm is None else "vmhwm",
+                peak_rss_mib=peak,
+                peak_rss_delta_mib=None if before is None or peak is None else peak - before,
                 sample_count=len(sampler.samples),
                 sample_rate_hz=sampler.rate_hz,
             )
