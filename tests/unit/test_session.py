@@ -266,3 +266,59 @@ def test_a_profiled_or_disabled_benchmark_call_never_enters_the_kept_rounds(sess
     monkeypatch.setenv("CI", "true")
     with pytest.raises(PerformanceRegression, match="no timing measurement"):
         session.check(cold)
+
+
+def test_checks_that_could_not_run_fail_only_when_the_gate_fails_closed(monkeypatch):
+    """Parity the reference config could not provide, a gated metric on one side only, and a
+    baseline with fewer than three sessions: notes locally, failures under CI (except the
+    last, which is said in the verdicts' note and judged on tolerance and rounds)."""
+    from perf.errors import PerformanceRegression
+    from perf.judge.outcome import BenchmarkResult, Comparison, GateOutcome
+    from perf.judge.verdict import MetricVerdict
+    from perf.measure.record import Measurement
+
+    session = make_session()
+    unevaluated = "parity not checked: the reference config 'baseline' did not run this workload"
+    result = BenchmarkResult(
+        Measurement("tiny-llama", "int8", "w", "cpu"),
+        Comparison(note=unevaluated, unevaluated=(unevaluated,)),
+        GateOutcome(
+            verdicts={"tpot_ms": MetricVerdict("tpot_ms", "missing", "ms", note="absent")},
+            baseline_file="b.json",
+        ),
+    )
+    session.check(result)  # off: visible in the report, the test passes
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(PerformanceRegression) as failure:
+        session.check(result)
+    message = str(failure.value)
+    assert "did not run this workload (require_baseline: the gate fails closed" in message
+    assert "a gated metric on one side only: tpot_ms: missing (absent)" in message
+
+
+def test_the_verdicts_say_when_the_baseline_has_too_few_sessions_or_other_software(tmp_path):
+    from perf.measure.device import DeviceInfo
+    from perf.measure.fingerprint import Fingerprint
+    from perf.session.gate import BaselineGate
+    from perf.store.baselines import Baseline
+
+    session = make_session()
+    env = Fingerprint(hardware={"slug": "cpu-test-2c"}, software={"torch": "2.13.0"})
+    gate = BaselineGate(session.options, env, DeviceInfo("cpu"))
+
+    def baseline(sessions, torch):
+        return Baseline(
+            tmp_path / "b.json",
+            "cpu-test-2c",
+            {},
+            (),
+            "",
+            None,
+            {"torch": torch},
+            sessions=({"rounds": 3},) * sessions,
+        )
+
+    note = gate._notes(baseline(2, "2.12.0"))
+    assert "the baseline has 2 session(s): the spread between sessions is unknown" in note
+    assert "software differs from the baseline's: torch 2.12.0 -> 2.13.0" in note
+    assert gate._notes(baseline(3, "2.13.0")) == ""
