@@ -48,6 +48,7 @@ class BaselineGate:
         self.compared: dict[str, Mapping[str, MetricSamples]] = {}
         # --perf-save-baseline: measurements to save when the session ends, with their run
         self.pending: list[tuple[Measurement, dict[str, object]]] = []
+        self._read: dict[tuple[str, str, str], Baseline | BaselineError | None] = {}
 
     def judge(
         self,
@@ -69,7 +70,7 @@ class BaselineGate:
         baseline, error = None, None
         if not self.options.save_baseline:
             try:
-                baseline = self.store.load(measured.model, measured.config, measured.workload)
+                baseline = self._load(measured.model, measured.config, measured.workload)
             except BaselineError as exc:
                 error = str(exc)
             if baseline is not None:
@@ -119,7 +120,7 @@ class BaselineGate:
         }
         note = (
             f"no baseline for this hardware ({self.store.environment.slug}) yet: {path};"
-            f" {record_commands(self.settings.baselines, self.store.environment.slug)}"
+            f" record them {record_commands(self.settings.baselines, self.store.environment.slug)}"
         )
         return GateOutcome(
             verdicts=verdicts, baseline_note=note, not_judged=note, calibration=calibration
@@ -162,7 +163,7 @@ class BaselineGate:
         for case in cases:
             model = self.options.model.label
             try:
-                baseline = self.store.load(model, case.config.name, case.workload.name)
+                baseline = self._load(model, case.config.name, case.workload.name)
             except BaselineError:
                 continue  # the case itself fails and says why
             if baseline is None:
@@ -178,6 +179,20 @@ class BaselineGate:
                     f" {MIN_SESSIONS}); {baseline.path}"
                 )
         return problems
+
+    def _load(self, model: str, config: str, workload: str) -> Baseline | None:
+        """``store.load``, read once per session: start-up's check and the case's judgement
+        share it (files are written only when the session ends)."""
+        key = (model, config, workload)
+        if key not in self._read:
+            try:
+                self._read[key] = self.store.load(model, config, workload)
+            except BaselineError as exc:
+                self._read[key] = exc
+        stored = self._read[key]
+        if isinstance(stored, BaselineError):
+            raise stored
+        return stored
 
     def save_pending(self) -> list[Path]:
         """Write the measurements kept by ``--perf-save-baseline`` (the caller has checked that

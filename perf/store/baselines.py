@@ -32,7 +32,7 @@ SAVE_HINT = "re-record it with `pytest --benchmark --perf-save-baseline` on this
 def record_commands(baselines: Path, slug: str) -> str:
     """The exact commands that record this hardware's baselines and commit them."""
     return (
-        "record them on this runner with `pytest --benchmark --perf-save-baseline"
+        "on this runner, `pytest --benchmark --perf-save-baseline"
         " --perf-baseline-sessions 3` and this run's other options, three times (the gate"
         " needs the spread between sessions; `make baseline` does it), then"
         f" `git add {baselines / slug} && git commit`"
@@ -223,10 +223,10 @@ def contract_error(baseline: Baseline, measured: Measurement) -> str | None:
         return None
     shown = "; ".join(f"{path}: baseline {a!r}, this run {b!r}" for path, a, b in differ[:4])
     more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
+    commands = record_commands(baseline.path.parents[2], baseline.hardware)
     return (
         f"{baseline.path}: stale baseline, it measured something else: {shown}{more}. If the"
-        " change is intended, re-record it: `pytest --benchmark --perf-save-baseline"
-        " --perf-baseline-sessions 3` (three runs) and commit the file"
+        f" change is intended, re-record it: {commands}"
     )
 
 
