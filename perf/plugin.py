@@ -307,6 +307,9 @@ def pytest_terminal_summary(
     )
     for line in terminal_lines(perf.results):
         terminalreporter.write_line(line)
+    budget = perf.gate.budget
+    if budget is not None and budget.comparisons:
+        terminalreporter.write_line(f"genperf: gate: {budget.describe()}")
     for path in config.stash.get(WRITTEN_KEY, []):
         terminalreporter.write_line(f"genperf: wrote {path}")
     for problem in problems(config):

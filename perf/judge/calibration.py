@@ -17,20 +17,22 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from perf.judge.gate import ALPHA, MIN_SESSIONS, min_p_value, regression_flags, session_medians
+from perf.judge.budget import (
+    MIN_SESSIONS,
+    SessionBudget,
+    pooled_spread,
+    session_medians,
+)
+from perf.judge.gate import ALPHA, min_p_value, regression_flags
 from perf.judge.tolerance import Tolerance, tolerance_for
 from perf.metrics import GATED, MetricSamples
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-# The per-session false-alarm budget: at most one unchanged session in 20 may fail on any of
-# its comparisons (cases x gated metrics). The calibration reports the rate its model predicts
-# against it; python -m perf.calibrate the rate measured on unchanged sessions (docs/gate.md).
-SESSION_BUDGET = 0.05
 # The operating point: the gate's own significance level (1 % false alarms per metric, when
 # rounds are independent), and a regression of the reported size caught 95 % of the time.
 FALSE_ALARM = ALPHA
@@ -66,8 +68,9 @@ class MetricCalibration:
     target_pct: float
     rounds_for_target: int  # rounds on each side for the test alone to see target_pct
     sessions: int = 1  # baseline sessions
-    between_pct: float | None = None  # their medians' relative spread; None: < 2 sessions
+    between_pct: float | None = None  # their log medians' spread; None: < 2 sessions
     false_alarm_pct: float | None = None  # per comparison, unchanged code, simulated
+    limit_pct: float | None = None  # the session limit's reach; None: not applied
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -85,6 +88,7 @@ class MetricCalibration:
             "sessions": self.sessions,
             "between_pct": self.between_pct,
             "false_alarm_pct": self.false_alarm_pct,
+            "limit_pct": self.limit_pct,
         }
 
     @classmethod
@@ -108,6 +112,7 @@ class MetricCalibration:
             sessions=int(str(data.get("sessions", 1))),
             between_pct=number("between_pct"),
             false_alarm_pct=number("false_alarm_pct"),
+            limit_pct=number("limit_pct"),
         )
 
     def describe(self) -> str:
@@ -139,48 +144,67 @@ def relative_noise(*sample_sets: Sequence[float]) -> float:
     return MAD_TO_SIGMA * statistics.median(abs(r - middle) for r in residuals)
 
 
+@dataclass(frozen=True)
+class GatePlan:
+    """One comparison as the gate will make it, for simulation: the rounds' relative ``noise``,
+    ``rounds`` against ``baseline_rounds`` split over ``sessions``, the relative tolerance,
+    the between-session spread (``between``, standard deviation of log session medians) and,
+    when the session limit applies, how many of them it lies out (``sigmas``,
+    ``SessionBudget.sigmas``), and the test's ``alpha``."""
+
+    noise: float
+    rounds: int
+    baseline_rounds: int
+    better: str
+    tolerance: float = 0.0
+    between: float = 0.0
+    sessions: int = 1
+    sigmas: float | None = None
+    alpha: float = FALSE_ALARM
+
+    def test_alone(self) -> GatePlan:
+        """The plan with neither tolerance nor session limit: what the test alone sees."""
+        return replace(self, tolerance=0.0, sigmas=None)
+
+
 def detection_rate(
-    shift: float,
-    *,
-    noise: float,
-    rounds: int,
-    baseline_rounds: int,
-    better: str,
-    tolerance: float,
-    alpha: float = FALSE_ALARM,
-    simulations: int = SIMULATIONS,
-    seed: int = 0,
-    between: float = 0.0,
-    sessions: int = 1,
+    plan: GatePlan, shift: float, *, simulations: int = SIMULATIONS, seed: int = 0
 ) -> float:
     """How often the gate flags a true relative ``shift`` in the worse direction (at shift 0:
     its false-alarm rate per comparison).
 
-    Simulates the gate's decision exactly (``gate_flags``: tolerance, the baseline sessions'
-    spread when there are ``MIN_SESSIONS`` or more, one-sided Mann-Whitney U) on two levels of
-    normal noise: each session sits ``between`` (relative standard deviation) away from the
-    true value, and each round ``noise`` away from its session's. The baseline is ``sessions``
-    sessions sharing ``baseline_rounds``. A fixed seed (common random numbers) makes the rate
+    Simulates the gate's decision exactly (``gate_flags``: tolerance, the session limit,
+    one-sided Mann-Whitney U) on two levels of noise: each session sits a log-normal
+    ``between`` away from the true value, each round a normal ``noise`` away from its
+    session's. The baseline is ``sessions`` sessions sharing ``baseline_rounds``; the limit is
+    their log-mean ``sigmas`` spreads out. A fixed seed (common random numbers) makes the rate
     a deterministic, monotone function of the shift.
     """
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    per = max(1, baseline_rounds // max(1, sessions))
-    sessions = max(1, baseline_rounds // per)
-    base3 = 1 + noise * rng.standard_normal((simulations, sessions, per))
-    now = 1 + noise * rng.standard_normal((simulations, rounds))
-    if between > 0:
-        base3 = base3 * (1 + between * rng.standard_normal((simulations, sessions, 1)))
-        now = now * (1 + between * rng.standard_normal((simulations, 1)))
-    now = now * ((1 - shift) if better == "higher" else (1 + shift))
-    worst = None
-    if sessions >= MIN_SESSIONS:
-        medians = np.median(base3, axis=2)
-        worst = medians.min(axis=1) if better == "higher" else medians.max(axis=1)
+    per = max(1, plan.baseline_rounds // max(1, plan.sessions))
+    sessions = max(1, plan.baseline_rounds // per)
+    base3 = 1 + plan.noise * rng.standard_normal((simulations, sessions, per))
+    now = 1 + plan.noise * rng.standard_normal((simulations, plan.rounds))
+    if plan.between > 0:
+        base3 = base3 * np.exp(plan.between * rng.standard_normal((simulations, sessions, 1)))
+        now = now * np.exp(plan.between * rng.standard_normal((simulations, 1)))
+    higher = plan.better == "higher"
+    now = now * ((1 - shift) if higher else (1 + shift))
+    limit = None
+    if plan.sigmas is not None and sessions >= MIN_SESSIONS:
+        centre = np.log(np.clip(np.median(base3, axis=2), 1e-9, None)).mean(axis=1)
+        reach = plan.sigmas * plan.between
+        limit = np.exp(centre - reach if higher else centre + reach)
     base = base3.reshape(simulations, sessions * per)
     flags = gate_flags(
-        now, base, better=better, tolerance=tolerance, alpha=alpha, worst_session=worst
+        now,
+        base,
+        better=plan.better,
+        tolerance=plan.tolerance,
+        alpha=plan.alpha,
+        session_limit=limit,
     )
     return float(np.mean(flags))
 
@@ -203,7 +227,7 @@ def gate_flags(
     better: str,
     tolerance: float,
     alpha: float = ALPHA,
-    worst_session: NDArray[Any] | None = None,
+    session_limit: NDArray[Any] | None = None,
 ) -> NDArray[Any]:
     """perf.judge.gate's ``regressed`` decision on rows of relative samples: exactly
     ``regression_flags``, the function ``compare_metric`` calls, with the tolerance given
@@ -216,42 +240,20 @@ def gate_flags(
         base,
         higher=better == "higher",
         allowed=allowed,
-        worst_session=worst_session,
+        session_limit=session_limit,
         alpha=alpha,
     )
     return flags
 
 
-def smallest_detectable(
-    *,
-    noise: float,
-    rounds: int,
-    baseline_rounds: int,
-    better: str,
-    tolerance: float,
-    alpha: float = FALSE_ALARM,
-    power: float = POWER,
-    between: float = 0.0,
-    sessions: int = 1,
-) -> float | None:
+def smallest_detectable(plan: GatePlan, power: float = POWER) -> float | None:
     """The smallest relative shift detected with ``power``; None if no shift is."""
-    if min_p_value(rounds, baseline_rounds) >= alpha:
+    if min_p_value(plan.rounds, plan.baseline_rounds) >= plan.alpha:
         return None
-    top = MAX_SHIFT.get(better, MAX_SHIFT["lower"])
+    top = MAX_SHIFT.get(plan.better, MAX_SHIFT["lower"])
 
     def caught(shift: float) -> bool:
-        rate = detection_rate(
-            shift,
-            noise=noise,
-            rounds=rounds,
-            baseline_rounds=baseline_rounds,
-            better=better,
-            tolerance=tolerance,
-            alpha=alpha,
-            between=between,
-            sessions=sessions,
-        )
-        return rate >= power
+        return detection_rate(plan, shift) >= power
 
     if not caught(top):
         return None
@@ -280,59 +282,29 @@ def rounds_for(
     if noise == 0:
         return rounds
     while rounds < MAX_PLANNED_ROUNDS:
-        rate = detection_rate(
-            target,
-            noise=noise,
-            rounds=rounds,
-            baseline_rounds=rounds,
-            better="lower",
-            tolerance=0.0,
-            alpha=alpha,
-        )
-        if rate >= power:
+        plan = GatePlan(noise, rounds, rounds, "lower", alpha=alpha)
+        if detection_rate(plan, target) >= power:
             break
         rounds += max(1, rounds // 20)
     return min(rounds, MAX_PLANNED_ROUNDS)
 
 
-def detectable_sizes(
-    noise: float,
-    rounds: int,
-    baseline_rounds: int,
-    better: str,
-    tolerance: Tolerance,
-    baseline_median: float,
-    between: float = 0.0,
-    sessions: int = 1,
-) -> tuple[float, float | None, float | None]:
-    """The tolerance relative to the baseline median, and the smallest shift detected by the
-    gate (tolerance, sessions and test) and by the test alone (None: not at any size)."""
-    relative = max(tolerance.pct / 100, tolerance.floor / (abs(baseline_median) or 1.0))
-    gate, alone = (
-        smallest_detectable(
-            noise=noise,
-            rounds=rounds,
-            baseline_rounds=baseline_rounds,
-            better=better,
-            tolerance=tol,
-            between=between,
-            sessions=sessions if tol else 1,
-        )
-        for tol in (relative, 0.0)
-    )
-    return relative, gate, alone
+def relative_tolerance(tolerance: Tolerance, baseline_median: float) -> float:
+    """The tolerance relative to the baseline median (its floor included)."""
+    return max(tolerance.pct / 100, tolerance.floor / (abs(baseline_median) or 1.0))
+
+
+def detectable_sizes(plan: GatePlan) -> tuple[float | None, float | None]:
+    """The smallest shift detected by the gate (tolerance, session limit and test) and by the
+    test alone (None: not at any size)."""
+    return smallest_detectable(plan), smallest_detectable(plan.test_alone())
 
 
 def between_sessions(samples: Sequence[float], rounds: Sequence[int]) -> float | None:
-    """The relative standard deviation of the baseline sessions' medians (None: fewer than
-    two sessions). It includes the rounds' own noise in each median: a slight overestimate."""
-    medians = session_medians(samples, rounds)
-    if len(medians) < 2:
-        return None
-    centre = statistics.median(samples)
-    if centre == 0:
-        return None
-    return statistics.stdev(m / centre - 1 for m in medians)
+    """The standard deviation of the log medians of one baseline's sessions (None: fewer than
+    two). It includes the rounds' own noise in each median: a slight overestimate."""
+    spread = pooled_spread([session_medians(samples, rounds)])
+    return None if spread is None else spread.sd
 
 
 def calibrate_metric(
@@ -341,43 +313,45 @@ def calibrate_metric(
     tolerance: Tolerance,
     target_pct: float = DEFAULT_TARGET_PCT,
     session_rounds: Sequence[int] = (),
+    budget: SessionBudget | None = None,
+    config: str = "",
 ) -> MetricCalibration:
     """Calibrate one metric from this session's rounds (and the baseline's, when there is one).
 
     Without a baseline the comparison is planned as this session's rounds on both sides.
-    ``session_rounds``: the rounds of each baseline session; from two sessions on, their
-    medians' spread is the between-session noise of the simulated gate, and the false-alarm
+    ``session_rounds``: the rounds of each baseline session. The between-session noise of the
+    simulated gate is ``budget``'s pooled spread for ``config`` and this metric (else this
+    baseline's own, from two sessions on), its session limit ``budget``'s; the false-alarm
     rate per comparison is the gate's at shift 0 on that two-level model.
     """
     rounds = len(current.samples)
     baseline_rounds = len(baseline.samples) if baseline is not None else rounds
     noise = relative_noise(current.samples, baseline.samples if baseline is not None else ())
-    between = None if baseline is None else between_sessions(baseline.samples, session_rounds)
-    sessions = len(session_rounds) if baseline is not None and session_rounds else 1
-    tol, gate, stats = detectable_sizes(
+    between, sessions, sigmas = None, 1, None
+    if baseline is not None and session_rounds:
+        sessions = len(session_rounds)
+        pooled = budget.spreads.get((config, current.name)) if budget else None
+        between = pooled.sd if pooled else between_sessions(baseline.samples, session_rounds)
+        sigmas = budget.sigmas(config, current.name, sessions) if budget else None
+    tol = relative_tolerance(tolerance, (baseline or current).median)
+    plan = GatePlan(
         noise,
         rounds,
         baseline_rounds,
         current.better,
-        tolerance,
-        (baseline or current).median,
-        between=between or 0.0,
-        sessions=sessions,
-    )
-    if stats is None:
-        limited_by = "rounds" if min_p_value(rounds, baseline_rounds) >= FALSE_ALARM else "noise"
-    else:
-        limited_by = "tolerance" if tol >= stats else "noise"
-    false_alarm = detection_rate(
-        0.0,
-        noise=noise,
-        rounds=rounds,
-        baseline_rounds=baseline_rounds,
-        better=current.better,
         tolerance=tol,
         between=between or 0.0,
         sessions=sessions,
+        sigmas=sigmas,
     )
+    gate, stats = detectable_sizes(plan)
+    limit = None if sigmas is None else math.exp(sigmas * (between or 0.0)) - 1
+    if stats is None:
+        limited_by = "rounds" if min_p_value(rounds, baseline_rounds) >= FALSE_ALARM else "noise"
+    elif limit is not None and limit >= max(tol, stats):
+        limited_by = "drift"
+    else:
+        limited_by = "tolerance" if tol >= stats else "noise"
     return MetricCalibration(
         metric=current.name,
         unit=current.unit,
@@ -392,7 +366,8 @@ def calibrate_metric(
         rounds_for_target=rounds_for(target_pct / 100, noise),
         sessions=sessions,
         between_pct=None if between is None else 100 * between,
-        false_alarm_pct=100 * false_alarm,
+        false_alarm_pct=100 * detection_rate(plan, 0.0),
+        limit_pct=None if limit is None else 100 * limit,
     )
 
 
@@ -404,8 +379,10 @@ def calibrate_result(
     overrides: Mapping[str, float],
     target_pct: float = DEFAULT_TARGET_PCT,
     session_rounds: Sequence[int] = (),
+    budget: SessionBudget | None = None,
+    config: str = "",
 ) -> tuple[MetricCalibration, ...]:
-    """Every gated metric of one case."""
+    """Every gated metric of one case (``config``, judged within the session's ``budget``)."""
     out = []
     for name in GATED:
         if name not in metrics:
@@ -413,6 +390,8 @@ def calibrate_result(
         reference = None if baseline is None else baseline.get(name)
         tolerance = tolerance_for(name, is_cuda, overrides)
         out.append(
-            calibrate_metric(metrics[name], reference, tolerance, target_pct, session_rounds)
+            calibrate_metric(
+                metrics[name], reference, tolerance, target_pct, session_rounds, budget, config
+            )
         )
     return tuple(out)

@@ -13,7 +13,14 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from perf.judge.calibration import SUGGEST_MARGIN, detectable_sizes, relative_noise
+from perf.judge.budget import SessionBudget, session_budget, session_medians
+from perf.judge.calibration import (
+    SUGGEST_MARGIN,
+    GatePlan,
+    detectable_sizes,
+    relative_noise,
+    relative_tolerance,
+)
 from perf.judge.gate import CLEARING, compare_metric
 from perf.judge.speed import normalize_timings, runner_speed
 from perf.judge.tolerance import Tolerance, overrides_for, tolerance_for
@@ -93,8 +100,28 @@ class DriftSummary:
         return {m: float(math.ceil(w * SUGGEST_MARGIN)) for m, w in worst.items() if w > 0}
 
 
+def budget_of(cases: Sequence[SessionCase]) -> SessionBudget:
+    """The false-alarm budget of a session that judged ``cases``, as the gate set it."""
+    return session_budget(
+        (
+            case.config,
+            {
+                name: session_medians(case.baseline[name].samples, case.baseline_sessions)
+                for name in GATED
+                if name in case.baseline
+            },
+        )
+        for case in cases
+    )
+
+
 def _judge(
-    case: SessionCase, *, is_cuda: bool, overrides: Mapping[str, float], normalize: bool
+    case: SessionCase,
+    *,
+    is_cuda: bool,
+    overrides: Mapping[str, float],
+    normalize: bool,
+    budget: SessionBudget,
 ) -> tuple[list[_Judged], float | None]:
     """Every gated metric both sides have, and the runner-speed factor (None: no probe)."""
     metrics, baseline = case.metrics, case.baseline
@@ -113,13 +140,14 @@ def _judge(
         if name not in metrics or name not in baseline:
             continue
         tolerance = tolerance_for(name, is_cuda, overrides_for(overrides, case.config))
-        sessions = case.baseline_sessions
-        verdict = compare_metric(metrics[name], baseline[name], tolerance, sessions)
+        medians = session_medians(baseline[name].samples, case.baseline_sessions)
+        limit = budget.limit(case.config, name, medians, baseline[name].better == "higher")
+        verdict = compare_metric(metrics[name], baseline[name], tolerance, limit)
         sign = -1 if metrics[name].better == "higher" else 1
         first = regressed = verdict.verdict == "regressed"
         for again in retries:
             if regressed and name in again:
-                retry = compare_metric(again[name], baseline[name], tolerance, sessions)
+                retry = compare_metric(again[name], baseline[name], tolerance, limit)
                 regressed = retry.verdict not in CLEARING  # as merge_remeasured
         judged.append(
             _Judged(
@@ -140,14 +168,14 @@ def _drift(judged: Sequence[_Judged]) -> Drift:
     stored, tolerance = judged[-1].stored, judged[-1].tolerance
     sets = [j.samples.samples for j in judged]
     noise = relative_noise(*sets, stored.samples)
-    _, gate, alone = detectable_sizes(
+    plan = GatePlan(
         noise,
         min(len(x) for x in sets),
         len(stored.samples),
         stored.better,
-        tolerance,
-        stored.median,
+        tolerance=relative_tolerance(tolerance, stored.median),
     )
+    gate, alone = detectable_sizes(plan)
     case, metric = judged[0].key
     return Drift(
         case,
@@ -181,9 +209,10 @@ def session_drift(
     speed_factors: list[float] = []
     for cases in sessions:
         judged: list[_Judged] = []
+        budget = budget_of(cases)
         for case in cases:
             metrics, factor = _judge(
-                case, is_cuda=is_cuda, overrides=overrides, normalize=normalize
+                case, is_cuda=is_cuda, overrides=overrides, normalize=normalize, budget=budget
             )
             judged += metrics
             if factor is not None:

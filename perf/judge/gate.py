@@ -9,10 +9,10 @@ docs/gate.md explains the method and the default tolerances.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from perf.judge.budget import SessionBudget, session_medians
 from perf.judge.speed import normalize_timings, runner_speed
 from perf.judge.tolerance import Tolerance, tolerance_for
 from perf.judge.verdict import REMEASURED, MetricVerdict, Verdict
@@ -81,42 +81,25 @@ def rounds_to_reach(baseline_rounds: int, alpha: float = ALPHA) -> int | None:
     return None
 
 
-# A baseline of at least this many sessions has a between-session spread the gate uses; with
-# fewer, the verdict says the spread is unknown (docs/gate.md).
-MIN_SESSIONS = 3
-
-
-def session_medians(samples: Sequence[float], rounds: Sequence[int]) -> tuple[float, ...]:
-    """Each recorded session's median, from the pooled ``samples`` (oldest session first) and
-    each session's ``rounds``; empty when they do not add up (a hand-edited file)."""
-    if not rounds or sum(rounds) != len(samples) or min(rounds) < 1:
-        return ()
-    medians, start = [], 0
-    for n in rounds:
-        medians.append(statistics.median(samples[start : start + n]))
-        start += n
-    return tuple(medians)
-
-
 def regression_flags(
     now: NDArray[Any],
     base: NDArray[Any],
     *,
     higher: bool,
     allowed: NDArray[Any],
-    worst_session: NDArray[Any] | None = None,
+    session_limit: NDArray[Any] | None = None,
     alpha: float = ALPHA,
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """The regression decision, per row of samples — the one function the gate, the
     calibration and the drift analysis all call.
 
     A row regressed when three things hold: its median is worse than the baseline's pooled
-    median by more than ``allowed`` (the tolerance, in the metric's unit); it is worse than the
-    worst recorded baseline session's median (``worst_session``: beyond the between-session
-    spread; None: fewer than ``MIN_SESSIONS`` sessions, not applied); and the one-sided
-    Mann-Whitney U test of its rounds against the baseline's pooled rounds gives p < ``alpha``.
-    Returns (regressed, beyond the tolerance and the sessions, p); p is NaN where the median
-    did not move beyond both (the test is not needed there).
+    median by more than ``allowed`` (the tolerance, in the metric's unit); it is beyond
+    ``session_limit``, the bound of the between-session drift at the session's false-alarm
+    budget (perf.judge.budget; None: fewer than ``MIN_SESSIONS`` sessions, not applied); and
+    the one-sided Mann-Whitney U test of its rounds against the baseline's pooled rounds gives
+    p < ``alpha``. Returns (regressed, beyond the tolerance and the limit, p); p is NaN where
+    the median did not move beyond both (the test is not needed there).
     """
     import numpy as np
 
@@ -124,8 +107,8 @@ def regression_flags(
     now_median, base_median = np.median(now, axis=1), np.median(base, axis=1)
     worse_by = (base_median - now_median) if higher else (now_median - base_median)
     beyond = worse_by > allowed
-    if worst_session is not None:
-        beyond &= (now_median < worst_session) if higher else (now_median > worst_session)
+    if session_limit is not None:
+        beyond &= (now_median < session_limit) if higher else (now_median > session_limit)
     p = np.full(len(now), np.nan)
     rows = np.flatnonzero(beyond)
     if len(rows):
@@ -154,14 +137,13 @@ def compare_metric(
     current: MetricSamples,
     baseline: MetricSamples,
     tolerance: Tolerance,
-    sessions: Sequence[int] = (),
+    session_limit: float | None = None,
 ) -> MetricVerdict:
     """The verdict for a metric with a direction (``higher`` or ``lower`` is better).
 
-    ``sessions``: the rounds of each session pooled in ``baseline`` (oldest first); with at
-    least ``MIN_SESSIONS`` of them a regression must also lie beyond the worst session's
-    median (``regression_flags``). Beyond the tolerance but not beyond the sessions or not
-    significant is ``inconclusive``.
+    ``session_limit``: the median a regression must lie beyond, the between-session drift's
+    bound at the session's false-alarm budget (``SessionBudget.limit``; None: not applied).
+    Beyond the tolerance but within the limit or not significant is ``inconclusive``.
     """
     import numpy as np
 
@@ -174,21 +156,18 @@ def compare_metric(
         "current_median": now,
         "change_pct": 100 * (now - base) / abs(base) if base else None,
         "tolerance_pct": tolerance.pct,
+        "session_limit": session_limit,
     }
     invalid = _invalid(current, baseline, tolerance)
     if invalid:
         return MetricVerdict(verdict="invalid", note=invalid, **common)
     allowed = tolerance.allowed(base)
-    medians = session_medians(baseline.samples, sessions)
-    worst = None
-    if len(medians) >= MIN_SESSIONS:
-        worst = min(medians) if higher else max(medians)
     flags, beyond, p = regression_flags(
         np.array([current.samples]),
         np.array([baseline.samples]),
         higher=higher,
         allowed=np.array([allowed]),
-        worst_session=None if worst is None else np.array([worst]),
+        session_limit=None if session_limit is None else np.array([session_limit]),
     )
     worse_by = (base - now) if higher else (now - base)
     if flags[0]:
@@ -196,8 +175,9 @@ def compare_metric(
     if worse_by > allowed:
         if not beyond[0]:
             note = (
-                f"within the baseline sessions' spread (worst session median {worst:.4g})"
-                if worst is not None
+                f"within the drift between the baseline sessions (session limit"
+                f" {session_limit:.4g} {current.unit} at this session's false-alarm budget)"
+                if session_limit is not None
                 else ""
             )
             return MetricVerdict(verdict="inconclusive", note=note, **common)
@@ -297,13 +277,16 @@ def compare_result(
     overrides: Mapping[str, float],
     normalize: bool = False,
     sessions: Sequence[int] = (),
+    budget: SessionBudget | None = None,
+    config: str = "",
 ) -> dict[str, MetricVerdict]:
     """Verdicts for every gated metric either side has, and for the output lengths.
 
     A gated metric on one side only is ``missing`` (nothing compared). ``normalize``: timings
     are judged on the baseline runner's speed (``normalize_timings``) when both sides carry the
     speed probe; each timing verdict's note gives the raw change. ``sessions``: the rounds of
-    each baseline session (``compare_metric``).
+    each baseline session; with ``budget`` (the session's, for ``config``) they set each
+    metric's session limit (``compare_metric``).
     """
     verdicts: dict[str, MetricVerdict] = {}
     speed = runner_speed(current, baseline) if normalize else None
@@ -315,7 +298,11 @@ def compare_result(
             verdicts[name] = _missing(name, current, baseline)
             continue
         tolerance = tolerance_for(name, is_cuda, overrides)
-        verdict = compare_metric(judged[name], baseline[name], tolerance, sessions)
+        limit = None
+        if budget is not None:
+            medians = session_medians(baseline[name].samples, sessions)
+            limit = budget.limit(config, name, medians, current[name].better == "higher")
+        verdict = compare_metric(judged[name], baseline[name], tolerance, limit)
         if speed is not None and judged[name] is not current[name]:
             raw = current[name].median
             base = baseline[name].median

@@ -43,15 +43,18 @@ class MetricVerdict:
     tolerance_pct: float | None = None
     p_value: float | None = None
     note: str = ""
+    # The median a regression had to lie beyond (perf.judge.budget); None: not applied.
+    session_limit: float | None = None
 
     def describe(self) -> str:
         if self.baseline_median is None or self.current_median is None or self.change_pct is None:
             return f"{self.metric}: {self.verdict}{f' ({self.note})' if self.note else ''}"
         p = "" if self.p_value is None else f", one-sided Mann-Whitney p = {self.p_value:.3g}"
         tol = "" if self.tolerance_pct is None else f", tolerance {self.tolerance_pct:g}%"
+        limit = "" if self.session_limit is None else f", session limit {self.session_limit:.4g}"
         return (
             f"{self.metric}: {self.verdict}: baseline {self.baseline_median:.4g} -> current"
-            f" {self.current_median:.4g} {self.unit} ({self.change_pct:+.1f}%{tol}{p})"
+            f" {self.current_median:.4g} {self.unit} ({self.change_pct:+.1f}%{tol}{limit}{p})"
             + (f"; {self.note}" if self.note else "")
         )
 
@@ -75,6 +78,7 @@ class MetricVerdict:
             "tolerance_pct": self.tolerance_pct,
             "p_value": _finite(self.p_value),
             "note": self.note,
+            "session_limit": _finite(self.session_limit),
         }
 
     @classmethod
@@ -95,6 +99,7 @@ class MetricVerdict:
             tolerance_pct=number("tolerance_pct"),
             p_value=number("p_value"),
             note=str(data.get("note", "")),
+            session_limit=number("session_limit"),
         )
 
 

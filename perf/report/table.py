@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from perf.judge.calibration import SESSION_BUDGET, session_false_alarm
+from perf.judge.budget import SESSION_BUDGET
+from perf.judge.calibration import session_false_alarm
 from perf.judge.drift import SUGGEST_MARGIN, DriftSummary
 from perf.judge.gate import CLEARING
 from perf.judge.outcome import BenchmarkResult
@@ -191,6 +192,7 @@ CALIBRATION_COLUMNS = (
     "limited by",
     "rounds for target",
     "between % (sessions)",
+    "session limit %",
     "false alarm %",
 )
 
@@ -213,6 +215,7 @@ def calibration_rows(results: Sequence[BenchmarkResult]) -> list[tuple[str, ...]
             c.limited_by,
             f"{c.rounds_for_target} for {c.target_pct:g}%",
             f"{pct(c.between_pct)} ({c.sessions})",
+            pct(c.limit_pct),
             pct(c.false_alarm_pct),
         )
         for r in results
@@ -227,8 +230,10 @@ CALIBRATION_NOTE = (
     " without the tolerance; 'rounds for target' per side, for the test alone. Rounds within"
     " a session share its load: drift between sessions is not in these numbers"
     " (python -m perf.calibrate measures it, docs/gate.md). 'between': the spread of the"
-    " baseline sessions' medians; 'detects' and 'false alarm' (per comparison, unchanged code)"
-    " simulate both levels of noise and the gate's worst-session rule."
+    " baseline sessions' log medians, pooled over the config's workloads; 'session limit': how"
+    " far beyond their centre a regression must lie to keep the session's false-alarm budget;"
+    " 'detects' and 'false alarm' (per comparison, unchanged code) simulate both levels of"
+    " noise and that limit."
 )
 
 

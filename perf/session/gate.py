@@ -8,10 +8,10 @@ from pathlib import Path
 
 from perf.config.settings import Settings
 from perf.errors import BaselineError
+from perf.judge.budget import MIN_SESSIONS, SessionBudget, session_budget, session_medians
 from perf.judge.calibration import MetricCalibration, calibrate_result
 from perf.judge.gate import (
     ALPHA,
-    MIN_SESSIONS,
     compare_result,
     failing_verdicts,
     merge_remeasured,
@@ -49,6 +49,8 @@ class BaselineGate:
         # --perf-save-baseline: measurements to save when the session ends, with their run
         self.pending: list[tuple[Measurement, dict[str, object]]] = []
         self._read: dict[tuple[str, str, str], Baseline | BaselineError | None] = {}
+        # The session's false-alarm budget over every comparison it will make (``preflight``).
+        self.budget: SessionBudget | None = None
 
     def judge(
         self,
@@ -85,6 +87,8 @@ class BaselineGate:
                 overrides=overrides_for(self._overrides(), case.config.name),
                 target_pct=self.options.calibrate_target_pct,
                 session_rounds=baseline.session_rounds if usable and baseline else (),
+                budget=self._budget(case, baseline) if usable and baseline else None,
+                config=case.config.name,
             )
         if self.options.save_baseline:
             self.pending.append((measured, self._run(case)))
@@ -160,6 +164,7 @@ class BaselineGate:
         if self.options.save_baseline:
             return problems
         rounds = self.settings.rounds
+        stored = []
         for case in cases:
             model = self.options.model.label
             try:
@@ -168,6 +173,7 @@ class BaselineGate:
                 continue  # the case itself fails and says why
             if baseline is None:
                 continue
+            stored.append((case, baseline))
             pooled = sum(baseline.session_rounds)
             if min_p_value(rounds, pooled) >= ALPHA:
                 need = rounds_to_reach(pooled)
@@ -178,7 +184,14 @@ class BaselineGate:
                     f" record a baseline of more sessions (--perf-baseline-sessions"
                     f" {MIN_SESSIONS}); {baseline.path}"
                 )
+        self.budget = session_budget(_gated_medians(c, b) for c, b in stored)
         return problems
+
+    def _budget(self, case: Case, baseline: Baseline) -> SessionBudget:
+        """The session's budget (``preflight``); without one, this case's alone."""
+        if self.budget is not None:
+            return self.budget
+        return session_budget([_gated_medians(case, baseline)])
 
     def _load(self, model: str, config: str, workload: str) -> Baseline | None:
         """``store.load``, read once per session: start-up's check and the case's judgement
@@ -225,6 +238,8 @@ class BaselineGate:
                 overrides=own,
                 normalize=self.settings.normalizes,
                 sessions=baseline.session_rounds,
+                budget=self._budget(case, baseline),
+                config=case.config.name,
             )
             return mark_own_tolerances(verdicts, overrides, case.config.name)
 
@@ -250,3 +265,15 @@ class BaselineGate:
             "warmup": self.settings.warmup,
             "device": self.device.name,
         }
+
+
+def _gated_medians(case: Case, baseline: Baseline) -> tuple[str, dict[str, tuple[float, ...]]]:
+    """One case's comparisons for the session budget: its config and, per gated metric the
+    baseline holds, the baseline sessions' medians."""
+    rounds = baseline.session_rounds
+    medians = {
+        name: session_medians(baseline.metrics[name].samples, rounds)
+        for name in GATED
+        if name in baseline.metrics
+    }
+    return case.config.name, medians

@@ -238,6 +238,7 @@ class PerfSession:
 
     def run_description(self) -> dict[str, object]:
         s = self.settings
+        budget = self.gate.budget
         return {
             "model": self.options.model.to_dict(),
             "device": self.device.name,
@@ -247,4 +248,5 @@ class PerfSession:
             "workloads": {name: s.workload_defs[name].to_dict() for name in s.workloads},
             "injected": self.injected(),
             "require_baseline": s.requires_baseline,
+            "session_budget": None if budget is None else budget.to_dict(),
         }

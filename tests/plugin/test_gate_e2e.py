@@ -88,6 +88,14 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
     assert tps["detectable_pct"] >= 35 and tps["rounds_for_target"] >= 5
     same.stdout.fnmatch_lines(["*case*metric*noise %*detects %*", "*calibration: noise is*"])
     assert "### Calibration" in (tmp_path / "r2" / "report.md").read_text()
+    # the session's false-alarm budget, shared over the gated metrics its baseline holds; a
+    # one-session baseline has no between-session spread, so no limit (and none is reported)
+    budget = json.loads((tmp_path / "r2" / "report.json").read_text())["run"]["session_budget"]
+    assert budget["budget"] == 0.05 and budget["comparisons"] == len(calibration)
+    assert budget["spreads"] == {} and tps["limit_pct"] is None
+    same.stdout.fnmatch_lines(
+        [f"*gate: per-session false-alarm budget 5% shared over {len(calibration)} comparisons*"]
+    )
     memory = {d["metric"]: d for d in unchanged["verdict_details"]}["peak_rss_delta_mib"]
     assert memory["verdict"] == "pass" and memory["tolerance_pct"] == 100000
     assert "baseline's own tolerance" in memory["note"]

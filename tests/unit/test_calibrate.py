@@ -13,6 +13,7 @@ from perf.cli.calibrate import cases_from_reports, main
 from perf.judge.calibration import (
     FALSE_ALARM,
     POWER,
+    GatePlan,
     calibrate_metric,
     calibrate_result,
     detection_rate,
@@ -67,21 +68,15 @@ def test_the_simulated_gate_decides_exactly_as_compare_metric(now, base, better,
 
 
 def test_no_shift_gives_at_most_the_false_alarm_rate_and_a_big_one_always_fails():
-    common = {"noise": 0.05, "rounds": 5, "baseline_rounds": 7, "tolerance": 0.0}
-    assert detection_rate(0.0, better="lower", **common) <= FALSE_ALARM + 0.005
-    assert detection_rate(0.0, better="higher", **common) <= FALSE_ALARM + 0.005
-    assert detection_rate(0.5, better="lower", **common) == 1.0
+    lower, higher = GatePlan(0.05, 5, 7, "lower"), GatePlan(0.05, 5, 7, "higher")
+    assert detection_rate(lower, 0.0) <= FALSE_ALARM + 0.005
+    assert detection_rate(higher, 0.0) <= FALSE_ALARM + 0.005
+    assert detection_rate(lower, 0.5) == 1.0
 
 
 def test_detectable_size_grows_with_noise_and_shrinks_with_rounds():
     def size(noise, rounds, tolerance=0.0):
-        return smallest_detectable(
-            noise=noise,
-            rounds=rounds,
-            baseline_rounds=rounds,
-            better="lower",
-            tolerance=tolerance,
-        )
+        return smallest_detectable(GatePlan(noise, rounds, rounds, "lower", tolerance=tolerance))
 
     assert size(0.02, 5) < size(0.05, 5) < size(0.10, 5)
     assert size(0.05, 20) < size(0.05, 10) < size(0.05, 5)
@@ -90,24 +85,13 @@ def test_detectable_size_grows_with_noise_and_shrinks_with_rounds():
 
 
 def test_too_few_rounds_can_detect_nothing():
-    assert (
-        smallest_detectable(noise=0.01, rounds=3, baseline_rounds=5, better="lower", tolerance=0.0)
-        is None
-    )
+    assert smallest_detectable(GatePlan(0.01, 3, 5, "lower")) is None
 
 
 @pytest.mark.parametrize("noise", [0.02, 0.05])
 def test_rounds_for_a_target_reach_the_power_in_simulation(noise):
     rounds = rounds_for(0.03, noise)
-    rate = detection_rate(
-        0.03,
-        noise=noise,
-        rounds=rounds,
-        baseline_rounds=rounds,
-        better="lower",
-        tolerance=0.0,
-        alpha=ALPHA,
-    )
+    rate = detection_rate(GatePlan(noise, rounds, rounds, "lower", alpha=ALPHA), 0.03)
     assert rate >= POWER  # the normal approximation, corrected by the simulation
     assert rounds_for(0.03, noise) > rounds_for(0.06, noise)
     assert rounds_for(0.03, 0.0) == 5  # the exact test's own floor at 1 %
