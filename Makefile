@@ -17,7 +17,7 @@ BENCH_ARGS ?= --perf-rounds 3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genperf-installed
 
-.PHONY: bench baseline test setup clean
+.PHONY: bench bench-pr base baseline test setup clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,23 @@ $(STAMP): pyproject.toml Makefile
 # HF_HUB_OFFLINE: the embedded and tiny models load from disk; nothing here may reach the hub.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/pytest --benchmark tests/benchmarks --perf-report reports $(BENCH_ARGS)
+
+# The pull-request gate: each case also measured in interleaved A/B pairs against the base
+# revision in ../base (make base first; docs/ab.md). PR_ARGS: which configs and workloads.
+PR_ARGS ?= --perf-configs baseline --perf-workloads short-b1
+bench-pr: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest --benchmark tests/benchmarks --perf-reference $(BASE_DIR) \
+	  --perf-report reports/pr $(BENCH_ARGS) $(PR_ARGS)
+
+# The base revision BASE in a git worktree at BASE_DIR, set up by its own Makefile (its own
+# .venv; pip's wheel cache makes the second environment fast).
+BASE ?= origin/main
+BASE_DIR ?= ../base
+BASE_SETUP ?= $(MAKE) -C $(BASE_DIR) setup
+base:
+	test -d $(BASE_DIR) || git worktree add --detach $(BASE_DIR) $(BASE)
+	git -C $(BASE_DIR) checkout --quiet --detach $(BASE)
+	$(BASE_SETUP)
 
 # Record this runner's baselines: three sessions, each saved only if all its checks pass and
 # pooled with the ones before (the gate needs the spread between sessions, docs/gate.md); then

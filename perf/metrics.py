@@ -107,6 +107,10 @@ GATED = (
     "peak_rss_delta_mib",
 )
 LENGTH_METRICS = ("output_length_tokens", "output_length_min_tokens", "output_length_max_tokens")
+# The timing metrics an interleaved A/B compares in pairs (memory is steady enough for the
+# stored-baseline gate), and the one it reports per side: what each side generated.
+PAIRED = ("output_tokens_per_s", "e2e_latency_ms", "ttft_ms", "tpot_ms")
+PER_SIDE = ("output_length_tokens",)
 # The runner-speed probe's metric (perf/measure/trackers/speed.py).
 PROBE_METRIC = "runner_probe_ms"
 

@@ -7,6 +7,7 @@ Thin by design: it turns pytest's config into a frozen ``RunOptions`` once, keep
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,10 +60,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         add_options(group, cls)
 
 
+# Options whose value is a path pytest's early command-line pass can take for a test path.
+_PATH_OPTIONS = ("perf_reference", "perf_report", "perf_history", "perf_baselines", "perf_model")
+
+
 def _pyproject(config: pytest.Config) -> Path:
+    """This run's pyproject.toml. pytest finds its config file before plugins' options are
+    known, so the value of ``--perf-reference ../base`` (space form) is taken for a test path
+    and *its* pyproject.toml for this run's: then the one at or above where pytest was
+    started is this run's (the base's own would judge the pull request by the base's
+    settings)."""
+    found = config.rootpath / "pyproject.toml"
     if config.inipath is not None and config.inipath.name == "pyproject.toml":
-        return config.inipath
-    return config.rootpath / "pyproject.toml"
+        found = config.inipath
+    here = config.invocation_params.dir
+    values = [config.getoption(name, None) for name in _PATH_OPTIONS]
+    taken = [Path(here, str(v)).resolve() for v in values if v]
+    root = found.parent.resolve()
+    if any(root == p or root in p.parents for p in taken) and root not in (here, *here.parents):
+        for folder in (here, *here.parents):
+            if (folder / "pyproject.toml").is_file():
+                return folder / "pyproject.toml"
+    return found
 
 
 def options_from_config(config: pytest.Config) -> RunOptions:
@@ -74,13 +93,19 @@ def options_from_config(config: pytest.Config) -> RunOptions:
     soak = Soak(**cli_values(config.getoption, Soak))
     if flags["enabled"] or soak.enabled:
         settings.check_runnable()
-    # A model path given on the command line is relative to where pytest was started.
+    # A model or reference path given on the command line is relative to where pytest was
+    # started, one in [tool.genperf] to the folder of pyproject.toml.
     base = config.invocation_params.dir if "model" in given else pyproject.parent
+    if settings.reference_checkout:
+        where = config.invocation_params.dir if "reference_checkout" in given else pyproject.parent
+        path = (where / Path(settings.reference_checkout).expanduser()).absolute()
+        settings = dataclasses.replace(settings, reference_checkout=str(path))
     return RunOptions(
         settings=settings,
         model=settings.model_spec(base),
         fault=Fault(**cli_values(config.getoption, Fault)),
         soak=soak,
+        pyproject=pyproject.resolve(),
         **flags,
     )
 

@@ -7,23 +7,27 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-from perf.config.settings import parse_name_list, parse_tolerance
+from perf.config.settings import AB_MIN_PAIRS, parse_name_list, parse_tolerance
 from perf.judge.gate import ALPHA
-from perf.judge.paired import AB_METRICS, AB_TOLERANCES
-from perf.scenarios.ab import (
+from perf.judge.paired import AB_METRICS, AB_TOLERANCES, PairedOutcome, judge_pairs
+from perf.measure.interleaved import (
     RESTARTS,
+    ABPlan,
     Checkout,
-    WorkloadAB,
-    run_workload,
+    measure_pairs,
     worker,
     worker_parser,
 )
 
 
-def render(results: Sequence[WorkloadAB]) -> str:
+def run_workload(plan: ABPlan, workload: str, tolerances: dict[str, float]) -> PairedOutcome:
+    """Measure the workload's pairs and judge them."""
+    return judge_pairs(measure_pairs(plan, workload), tolerances)
+
+
+def render(results: Sequence[PairedOutcome]) -> str:
     lines = [
         "| workload | metric | verdict | median paired change | tolerance | p |",
         "|---|---|---|---|---|---|",
@@ -35,6 +39,7 @@ def render(results: Sequence[WorkloadAB]) -> str:
                 f"| {result.workload} | {v.metric} | {marks[v.verdict]}{v.verdict} |"
                 f" {v.median_change_pct:+.1f} % | {v.tolerance_pct:g} % | {v.p_value:.3g} |"
             )
+    lines += ["", *(f"{r.workload}: greedy outputs {r.outputs}" for r in results)]
     return "\n".join(lines)
 
 
@@ -92,13 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--inject-slowdown", type=float, default=0.0, help="on the candidate only (proof runs)"
     )
+    parser.add_argument(
+        "--outputs-may-differ",
+        action="store_true",
+        help="the candidate's greedy outputs may differ from the reference's (an intended"
+        " change); otherwise a difference fails the A/B",
+    )
     parser.add_argument("--report", type=Path, default=None, help="folder for ab.json and ab.md")
     return parser
 
 
-def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, float]:
-    """The tolerances per metric; argparse's error for a bad combination of options."""
-    if args.pairs < 7:
+def _checked(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[ABPlan, dict[str, float]]:
+    """The plan and the tolerances per metric; argparse's error for a bad combination."""
+    if args.pairs < AB_MIN_PAIRS:
         parser.error(
             f"--pairs {args.pairs}: at least 7, or the signed-rank test can never reach"
             f" p < {ALPHA} (its smallest one-sided p with n pairs is 2^-n)"
@@ -110,8 +123,18 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
         m: t if args.tolerance is None else args.tolerance for m, t in AB_TOLERANCES.items()
     }
     try:
-        args.reference_side = Checkout.of(args.reference, args.reference_python)
-        args.candidate_side = Checkout.of(args.candidate, args.candidate_python)
+        plan = ABPlan(
+            reference=Checkout.of(args.reference, args.reference_python),
+            candidate=Checkout.of(args.candidate, args.candidate_python),
+            config=args.config,
+            pairs=args.pairs,
+            restarts=args.restarts,
+            warmup=args.warmup,
+            pyproject=args.pyproject,
+            model=args.model,
+            device=args.device,
+            inject_slowdown=args.inject_slowdown,
+        )
         args.workloads = parse_name_list(args.workloads)
         for item in args.metric_tolerance:
             name, pct = parse_tolerance(item)
@@ -120,17 +143,17 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
             tolerances[name] = pct
     except ValueError as exc:
         parser.error(str(exc))
-    return tolerances
+    return plan, tolerances
 
 
-def _write_report(args: argparse.Namespace, results: Sequence[WorkloadAB], table: str) -> None:
+def _write_report(args: argparse.Namespace, results: Sequence[PairedOutcome], table: str) -> None:
     args.report.mkdir(parents=True, exist_ok=True)
     payload = {
         "config": args.config,
         "pairs": args.pairs,
         "restarts": args.restarts,
         "order": "A B, B A, ... (ABBA)",
-        "results": [asdict(r) for r in results],
+        "results": [r.to_dict() for r in results],
     }
     (args.report / "ab.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     (args.report / "ab.md").write_text(table + "\n")
@@ -143,11 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker(worker_parser().parse_args(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
-    tolerances = _checked(parser, args)
+    plan, tolerances = _checked(parser, args)
     results = []
     for workload in args.workloads:
         print(f"A/B {args.config} {workload}: {args.pairs} pairs", file=sys.stderr, flush=True)
-        results.append(run_workload(args, workload, tolerances))
+        results.append(run_workload(plan, workload, tolerances))
     table = render(results)
     print(table)
     failed = [
@@ -156,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for v in r.verdicts
         if v.verdict == "regressed"
     ]
+    if not args.outputs_may_differ:
+        failed += [f"{r.workload}: greedy outputs {r.outputs}" for r in results if r.outputs_differ]
     for line in failed:
         print(line)
     if args.report:

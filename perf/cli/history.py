@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perf.judge.changes import CHANGE_ALPHA, MIN_CHANGE_PCT, find_changes
-from perf.store.history import HistoryError, read
+from perf.store.history import HistoryError, load
 
 DEFAULT_METRICS = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "peak_rss_delta_mib")
 
@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        entries = read(args.path)
+        entries, skipped = load(args.path)
+        for line in skipped:
+            print(f"warning: {line}", file=sys.stderr)
         planted = [e for e in entries if e.injected]
         entries = [e for e in entries if not e.injected]
     except HistoryError as exc:

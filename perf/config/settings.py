@@ -49,6 +49,13 @@ from perf.errors import ConfigError
 from perf.metrics import GATED
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# Generations of worker processes per A/B workload (ab_restarts, perf.ab --restarts). 3: one
+# generation's lasting offset (4 of 10 pairs at most) leaves the median where the others put
+# it; measured on this runner, unchanged int4: generation medians of tokens/s spread -10 ... +37 %,
+# and 3 generations cost 2.0x one's wall time, 5 cost 2.8x (docs/decisions.md).
+AB_RESTARTS = 3
+# The fewest pairs whose one-sided signed-rank test can reach p < 0.01 (its smallest p is 2^-n).
+AB_MIN_PAIRS = 7
 
 
 def parse_tolerance(value: str) -> tuple[str, float]:
@@ -219,6 +226,42 @@ class Settings:
         choices=NORMALIZE_CHOICES,
         rule=one_of(*NORMALIZE_CHOICES),
     )
+    # The pull request's base revision (docs/ab.md): each case is also measured against it,
+    # interleaved in worker processes of both checkouts, and judged on the paired change.
+    reference_checkout: str | None = setting(
+        None,
+        "Also measure each case against the code at PATH, interleaved in A/B pairs: a checkout"
+        " of the base revision set up with its own .venv (or an interpreter); a paired"
+        " regression fails the case (docs/ab.md)",
+        flag="--perf-reference",
+        toml=str,
+        metavar="PATH",
+    )
+    ab_pairs: int = setting(
+        10,
+        "With --perf-reference: interleaved pairs per case",
+        flag="--perf-ab-pairs",
+        toml=int,
+        metavar="N",
+        rule=at_least(AB_MIN_PAIRS),
+    )
+    ab_restarts: int = setting(
+        AB_RESTARTS,
+        "With --perf-reference: generations of worker processes per case (fresh workers every"
+        " PAIRS/N pairs)",
+        flag="--perf-ab-restarts",
+        toml=int,
+        metavar="N",
+        rule=at_least(1),
+    )
+    ab_outputs_may_differ: bool = setting(
+        False,
+        "With --perf-reference: the candidate's greedy outputs may differ from the reference"
+        " revision's (an intended change); otherwise a difference fails the case",
+        flag="--perf-ab-outputs-may-differ",
+        toml=bool,
+        action="store_true",
+    )
     # Sampling properties (tests/properties, docs/properties.md): the largest drawn batch and
     # new-token count, and the "no cliff" bound: a drawn example's decode rate over the paired
     # greedy reference's must stay at or above this ratio.
@@ -298,6 +341,9 @@ class Settings:
                 )
             if not pct >= 0:
                 raise _fail(where, f"tolerance.{key} (--perf-tolerance)", pct, "a % >= 0")
+        if self.ab_restarts > self.ab_pairs:
+            allowed = f"at most ab_pairs (--perf-ab-pairs, {self.ab_pairs})"
+            raise _fail(where, "ab_restarts (--perf-ab-restarts)", self.ab_restarts, allowed)
         if self.reference is not None and self.reference not in self.config_defs:
             raise _fail(
                 where,

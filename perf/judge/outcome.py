@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from perf.judge.calibration import MetricCalibration
+from perf.judge.paired import PairedOutcome
 from perf.judge.parity import ParityResult
 from perf.judge.verdict import MetricVerdict
 from perf.measure.record import Measurement
@@ -84,6 +85,8 @@ class BenchmarkResult:
     measurement: Measurement
     comparison: Comparison = field(default_factory=Comparison)
     gate: GateOutcome = field(default_factory=GateOutcome)
+    # --perf-reference: the case's interleaved A/B against the reference revision
+    paired: PairedOutcome | None = None
 
     # Read-through to the measurement: what every consumer of a result reads most.
     @property
@@ -151,6 +154,7 @@ class BenchmarkResult:
             "expectation_failures": list(c.expectation_failures),
             "comparison_note": c.note,
             "unevaluated": list(c.unevaluated),
+            "paired": None if self.paired is None else self.paired.to_dict(),
         }
 
     @classmethod
@@ -164,6 +168,7 @@ class BenchmarkResult:
         assert isinstance(details, list) and isinstance(remeasured, list)
         assert isinstance(calibration, list)
         baseline_error = data.get("baseline_error")
+        paired = data.get("paired")
         return cls(
             measurement=Measurement.from_dict(data),
             comparison=Comparison(
@@ -182,4 +187,5 @@ class BenchmarkResult:
                 remeasured=tuple(Remeasurement.from_dict(r) for r in remeasured),
                 calibration=tuple(MetricCalibration.from_dict(m) for m in calibration),
             ),
+            paired=PairedOutcome.from_dict(paired) if isinstance(paired, Mapping) else None,
         )

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 from perf.judge.gate import ALPHA
-from perf.metrics import METRICS
+from perf.measure.interleaved import PairedRounds
+from perf.metrics import METRICS, PAIRED
 
 # The timing metrics an A/B judges (memory is steady enough for the stored-baseline gate).
-AB_METRICS = ("output_tokens_per_s", "e2e_latency_ms", "ttft_ms", "tpot_ms")
+AB_METRICS = PAIRED
 # Default tolerance of the median paired change, %: 1.2 x the largest change, either direction,
 # over 10 unchanged sessions of 2 workloads on the shared 2-core CPU runner (the two sides were
 # identical, so a change either way is the design's own noise: mostly the "process lottery").
@@ -41,6 +42,10 @@ class PairedVerdict:
     pairs: int
     reference_median: float
     candidate_median: float
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> PairedVerdict:
+        return cls(**data)  # type: ignore[arg-type]
 
     def describe(self) -> str:
         unit = METRICS[self.metric].unit
@@ -101,4 +106,88 @@ def paired_verdict(
         pairs=len(logs),
         reference_median=statistics.median(reference),
         candidate_median=statistics.median(candidate),
+    )
+
+
+def compare_outputs(
+    reference: Sequence[Sequence[int]] | None, candidate: Sequence[Sequence[int]] | None
+) -> str:
+    """``"same"`` when both sides generated the same token ids, else where they first differ;
+    ``"not compared: ..."`` when a side did not report them (a sampled workload, or a
+    reference revision whose genperf predates the comparison)."""
+    if reference is None or candidate is None:
+        missing = "reference" if reference is None else "candidate"
+        return f"not compared: the {missing} side reported no greedy output"
+    if len(reference) != len(candidate):
+        return f"differ: {len(reference)} sequences against {len(candidate)}"
+    for i, (r, c) in enumerate(zip(reference, candidate, strict=True)):
+        if list(r) != list(c):
+            at = next((j for j, (a, b) in enumerate(zip(r, c, strict=False)) if a != b), None)
+            where = f"at generated token {at}" if at is not None else "in length"
+            return f"differ: sequence {i} {where} ({len(r)} and {len(c)} tokens)"
+    return "same"
+
+
+@dataclass(frozen=True)
+class PairedOutcome:
+    """A workload's A/B: what each side measured (``PairedRounds``' records), the paired
+    verdict per timing metric, and whether the greedy outputs agreed."""
+
+    workload: str
+    reference: Mapping[str, object]
+    candidate: Mapping[str, object]
+    verdicts: tuple[PairedVerdict, ...]
+    outputs: str
+    wall_s: float
+
+    @property
+    def regressions(self) -> list[PairedVerdict]:
+        return [v for v in self.verdicts if v.verdict == "regressed"]
+
+    @property
+    def outputs_differ(self) -> bool:
+        return self.outputs.startswith("differ")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "workload": self.workload,
+            "reference": dict(self.reference),
+            "candidate": dict(self.candidate),
+            "verdicts": [asdict(v) for v in self.verdicts],
+            "outputs": self.outputs,
+            "wall_s": self.wall_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> PairedOutcome:
+        verdicts = data.get("verdicts") or []
+        reference, candidate = data.get("reference") or {}, data.get("candidate") or {}
+        assert isinstance(verdicts, list)
+        assert isinstance(reference, Mapping) and isinstance(candidate, Mapping)
+        return cls(
+            workload=str(data["workload"]),
+            reference=dict(reference),
+            candidate=dict(candidate),
+            verdicts=tuple(PairedVerdict.from_dict(v) for v in verdicts),
+            outputs=str(data.get("outputs", "")),
+            wall_s=float(str(data.get("wall_s", 0.0))),
+        )
+
+
+def judge_pairs(rounds: PairedRounds, tolerances: Mapping[str, float]) -> PairedOutcome:
+    """The paired verdict of every timing metric both sides measured in every pair, and the
+    greedy outputs compared token for token."""
+    verdicts = []
+    for metric in AB_METRICS:
+        reference = rounds.values("reference", metric)
+        candidate = rounds.values("candidate", metric)
+        if reference and len(reference) == len(candidate) == rounds.pairs:
+            verdicts.append(paired_verdict(metric, reference, candidate, tolerances[metric]))
+    return PairedOutcome(
+        workload=rounds.workload,
+        reference=rounds.reference,
+        candidate=rounds.candidate,
+        verdicts=tuple(verdicts),
+        outputs=compare_outputs(rounds.tokens("reference"), rounds.tokens("candidate")),
+        wall_s=rounds.wall_s,
     )

@@ -15,6 +15,7 @@ from perf.judge.calibration import session_false_alarm
 from perf.judge.drift import SUGGEST_MARGIN, DriftSummary
 from perf.judge.gate import CLEARING
 from perf.judge.outcome import BenchmarkResult
+from perf.judge.paired import PairedOutcome
 
 if TYPE_CHECKING:
     from perf.scenarios.memory_model import MemoryPrediction
@@ -101,6 +102,20 @@ def verdict_summary(result: BenchmarkResult) -> str:
     return summary
 
 
+def paired_summary(paired: PairedOutcome) -> str:
+    """One line of a case's A/B against the reference revision (--perf-reference)."""
+    changes = ", ".join(
+        f"{MARKS.get(v.verdict, '')}{v.metric} {v.median_change_pct:+.1f}% {v.verdict}"
+        for v in paired.verdicts
+    )
+    pairs = paired.verdicts[0].pairs if paired.verdicts else 0
+    return (
+        f"vs reference revision {paired.reference.get('checkout')}: {changes or 'no pairs'}"
+        f" (median paired change, {pairs} interleaved pairs, {paired.wall_s:.0f} s);"
+        f" greedy outputs {paired.outputs}"
+    )
+
+
 def _parity(result: BenchmarkResult) -> str:
     if result.comparison.parity is not None:
         return result.comparison.parity.summary()
@@ -165,6 +180,8 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
             )
         if r.gate.baseline_error:
             lines.append(f"{r.case_id}: {r.gate.baseline_error}")
+        if r.paired is not None:
+            lines.append(f"{r.case_id}: {paired_summary(r.paired)}")
     missing = [r.case_id for r in results if r.gate.baseline_note.startswith("no baseline")]
     if missing:
         lines.append(

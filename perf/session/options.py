@@ -102,6 +102,8 @@ class RunOptions:
     )
     fault: Fault = field(default_factory=Fault)
     soak: Soak = field(default_factory=Soak)
+    # The session's pyproject.toml: its folder is the candidate checkout of --perf-reference.
+    pyproject: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from perf.judge.gate import failing_verdicts
 from perf.judge.outcome import BenchmarkResult
 from perf.judge.soak import SoakResult
 from perf.measure.backends import LoadedModel
-from perf.measure.device import DeviceInfo, resolve_device
+from perf.measure.device import DeviceInfo, resolve_device, unavailable_reason
 from perf.measure.fingerprint import Fingerprint, fingerprint
 from perf.measure.record import Measurement
 from perf.measure.runner import GenerationRunner
@@ -31,6 +31,7 @@ from perf.session.gate import BaselineGate
 from perf.session.options import Case, RunOptions
 from perf.session.pool import ModelPool
 from perf.session.reference import ReferenceComparison
+from perf.session.revision import RevisionAB
 from perf.store.baselines import git_commit
 from perf.store.history import Entry, entry_now
 
@@ -60,6 +61,8 @@ class PerfSession:
             options.model, self.device, self.settings.prompts, self.settings.normalizes
         )
         self.reference = ReferenceComparison(self.settings, self.device.is_cuda)
+        # --perf-reference: each case also A/B-measured against the base revision
+        self.revision = RevisionAB(options) if self.settings.reference_checkout else None
         self.results: list[BenchmarkResult] = []
         self.soak_results: list[SoakResult] = []
         # Sampling properties, per example: (config, measured MiB, bound MiB, the prediction).
@@ -130,13 +133,23 @@ class PerfSession:
         comparison = self.reference.compare(case, runner.runner, measured)
         rounds = len(measured.output_lengths)
         outcome = self.gate.judge(case, measured, lambda attempt: runner.remeasure(attempt, rounds))
-        result = BenchmarkResult(measured, comparison, outcome)
+        paired = None
+        if self.revision is not None:
+            paired = self.revision.judge(case, progress)
+        result = BenchmarkResult(measured, comparison, outcome, paired)
         self.results.append(result)
         return result
 
     def preflight(self, timed: bool) -> list[str]:
-        """Problems found before anything runs (``BaselineGate.preflight``); ``timed``: False
-        under --benchmark-disable."""
+        """Problems found before anything runs: a device asked for by name that this machine
+        lacks (an error, not a skip: the run was meant to measure it), and the baseline gate's
+        (``BaselineGate.preflight``); ``timed``: False under --benchmark-disable."""
+        missing = None if self.settings.device == "auto" else unavailable_reason(self.device)
+        if missing:  # first: nothing else can be checked on a device that is not there
+            return [
+                f"device (--perf-device) = {self.settings.device!r}: {missing}; run where it"
+                " is, or ask for 'auto' or 'cpu'"
+            ]
         return self.gate.preflight(self.cases(), bool(self.injected()), timed)
 
     def save_baselines(self, failed: int) -> tuple[list[Path], str]:
@@ -180,6 +193,8 @@ class PerfSession:
             problems += [f"{u}{closed}" for u in result.comparison.unevaluated]
             if result.gate.not_judged:
                 problems.append(f"{result.gate.not_judged}{closed}")
+        if result.paired is not None and self.revision is not None:
+            problems += self.revision.problems(result.paired)
         fails = failing_verdicts(self.settings.strict, require) - {"no-baseline"}
         failing = [v for v in result.verdicts.values() if v.verdict in fails]
         if failing:
@@ -238,7 +253,7 @@ class PerfSession:
 
     def run_description(self) -> dict[str, object]:
         s = self.settings
-        budget = self.gate.budget
+        budget, revision = self.gate.budget, self.revision
         return {
             "model": self.options.model.to_dict(),
             "device": self.device.name,
@@ -249,4 +264,6 @@ class PerfSession:
             "injected": self.injected(),
             "require_baseline": s.requires_baseline,
             "session_budget": None if budget is None else budget.to_dict(),
+            # which judged: the stored baselines, and the reference revision when one was given
+            "reference_checkout": None if revision is None else str(revision.reference.root),
         }

@@ -83,12 +83,20 @@ def entry_now(
 
 
 def append(path: Path, entry: Entry) -> None:
-    """Append one line and fsync it: a crash never leaves half an entry behind a good one."""
+    """Append one line and fsync it: a crash never leaves half an entry behind a good one.
+
+    A file whose last line was cut short (a crash or a full disk mid-write) gets a newline
+    first, so the new entry starts a line of its own instead of being glued onto the torn one
+    (``load`` then skips and reports the torn line, and keeps this one)."""
     line = json.dumps(entry.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(line)
+        with open(path, "a+b") as handle:
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line
+            handle.write(line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as exc:
@@ -96,17 +104,29 @@ def append(path: Path, entry: Entry) -> None:
 
 
 def read(path: Path) -> list[Entry]:
-    """Every entry, oldest first; a bad line names its number (nothing is skipped silently)."""
+    """Every entry, oldest first (``load``, without the skipped lines)."""
+    return load(path)[0]
+
+
+def load(path: Path) -> tuple[list[Entry], list[str]]:
+    """Every entry, oldest first, and one message per skipped line: a line that is not
+    complete JSON was cut short while being written and is skipped, named, so that what
+    follows it is not lost; a complete line that is not a history entry is an error naming
+    its number (nothing is skipped silently)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise HistoryError(f"{path}: cannot read the history ({exc})") from None
-    entries = []
+    entries, skipped = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
+        except ValueError:
+            skipped.append(f"{path}:{number}: skipped, not complete JSON (a write cut short?)")
+            continue
+        try:
             version = data.get("schema_version")
             if version != HISTORY_SCHEMA_VERSION:
                 raise ValueError(f"schema_version {version!r}, expected {HISTORY_SCHEMA_VERSION}")
@@ -115,4 +135,4 @@ def read(path: Path) -> list[Entry]:
             raise HistoryError(
                 f"{path}:{number}: not a history entry ({exc}); remove or fix that line"
             ) from None
-    return entries
+    return entries, skipped

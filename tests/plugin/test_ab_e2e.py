@@ -63,7 +63,7 @@ def test_each_side_runs_its_own_code_and_reads_its_own_settings(tmp_path):
         probe += f"\n{config[side]}\n"
         (root / "pyproject.toml").write_text(f"{text}\n{probe}")
         # a code difference each side's report shows: the worker's details string
-        runner = root / "perf" / "scenarios" / "ab.py"
+        runner = root / "perf" / "measure" / "interleaved.py"
         runner.write_text(
             runner.read_text().replace(
                 "ready = {READY: loaded.details,",

@@ -198,6 +198,19 @@ def test_bad_options_stop_the_session_at_start_up(project, args, message):
     result.stderr.fnmatch_lines([f"*genperf: *{message}*"])
 
 
+def test_a_device_asked_for_by_name_that_is_not_there_is_an_error_not_a_skip(project):
+    """``--perf-device cuda`` on a machine without CUDA once skipped every case and exited 0."""
+    from perf.measure.device import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has CUDA")
+    result = project.runpytest("--benchmark", "--perf-device", "cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*device (--perf-device) = 'cuda': device cuda:0 requested but CUDA is not available*"]
+    )
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_rounds_below_one_are_refused_by_the_option_parser(project, value):
     result = project.runpytest("--perf-rounds", value)

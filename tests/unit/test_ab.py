@@ -5,9 +5,15 @@ import random
 
 import pytest
 
-from perf.cli.ab import main
-from perf.judge.paired import AB_TOLERANCES, paired_verdict, worse_log_ratios
-from perf.scenarios.ab import abba_order, generation_sizes, run_workload
+from perf.cli.ab import main, run_workload
+from perf.judge.paired import (
+    AB_TOLERANCES,
+    PairedOutcome,
+    compare_outputs,
+    paired_verdict,
+    worse_log_ratios,
+)
+from perf.measure.interleaved import ABPlan, Checkout, Side, abba_order, generation_sizes
 
 PAIRS = 10
 
@@ -113,34 +119,34 @@ def test_restarted_workers_confine_one_processs_offset_and_still_catch_a_change(
 
 FAKE_WORKER = """#!/usr/bin/env python3
 import json, os, sys
-# speaks the worker protocol; tokens/s is its pid, so each round names its process
+# speaks the worker protocol; tokens/s is its pid, so each round names its process; the first
+# round of each process sends its greedy output (the candidate's last token differs)
 print(json.dumps({"ready": "fake worker %d" % os.getpid()}), flush=True)
+first = True
 for line in sys.stdin:
-    print(json.dumps({"output_tokens_per_s": float(os.getpid())}), flush=True)
+    message = {"output_tokens_per_s": float(os.getpid())}
+    if first:
+        reference = any(arg.endswith("reference/pyproject.toml") for arg in sys.argv)
+        message["tokens"] = [[1, 2, 3 if reference else 4]]
+    first = False
+    print(json.dumps(message), flush=True)
 """
 
 
 def test_each_generation_runs_in_fresh_worker_processes_in_abba_order(tmp_path):
-    import argparse
-
     fake = tmp_path / "fake-python"
     fake.write_text(FAKE_WORKER)
     fake.chmod(0o755)
-    from perf.scenarios.ab import Checkout
-
-    args = argparse.Namespace(
-        reference_side=Checkout(str(fake), tmp_path),
-        candidate_side=Checkout(str(fake), tmp_path),
-        pyproject="pyproject.toml",
+    # the reference's checkout is named so the fake worker can tell its side from its command
+    (tmp_path / "reference").mkdir()
+    plan = ABPlan(
+        reference=Checkout(str(fake), tmp_path / "reference"),
+        candidate=Checkout(str(fake), tmp_path),
         config="baseline",
-        model=None,
-        device=None,
-        warmup=1,
-        inject_slowdown=0.0,
         pairs=7,
         restarts=3,
     )
-    result = run_workload(args, "short-b1", AB_TOLERANCES)
+    result = run_workload(plan, "short-b1", AB_TOLERANCES)
     for side in (result.reference, result.candidate):
         rounds = side["rounds"]
         assert [r["generation"] for r in rounds] == [1, 1, 1, 2, 2, 3, 3]
@@ -154,6 +160,34 @@ def test_each_generation_runs_in_fresh_worker_processes_in_abba_order(tmp_path):
     assert not reference_pids & candidate_pids
     (verdict,) = result.verdicts
     assert verdict.pairs == 7
+    # the first greedy output of each side, compared token for token
+    assert result.reference["tokens"] == [[1, 2, 3]] and result.candidate["tokens"] == [[1, 2, 4]]
+    assert result.outputs == "differ: sequence 0 at generated token 2 (3 and 3 tokens)"
+    assert PairedOutcome.from_dict(result.to_dict()) == result
+
+
+def test_outputs_are_compared_token_for_token():
+    assert compare_outputs([[1, 2], [3]], [[1, 2], [3]]) == "same"
+    assert compare_outputs([[1, 2]], [[1, 2], [3]]) == "differ: 1 sequences against 2"
+    assert compare_outputs([[1, 2]], [[1, 2, 5]]) == "differ: sequence 0 in length (2 and 3 tokens)"
+    assert compare_outputs(None, [[1]]).startswith("not compared: the reference side")
+
+
+def test_the_plan_gives_each_side_its_own_file_and_the_fault_to_the_candidate_only(tmp_path):
+    plan = ABPlan(
+        reference=Checkout("/base/.venv/bin/python", tmp_path / "base"),
+        candidate=Checkout("/pr/.venv/bin/python", tmp_path / "pr"),
+        config="int4",
+        inject_slowdown=0.2,
+        model="tiny",
+    )
+    reference, candidate = plan.command("reference", "w"), plan.command("candidate", "w")
+    assert reference[0] == "/base/.venv/bin/python" and candidate[0] == "/pr/.venv/bin/python"
+    assert str(tmp_path / "base" / "pyproject.toml") in reference
+    assert str(tmp_path / "pr" / "pyproject.toml") in candidate
+    slowdown = lambda command: command[command.index("--inject-slowdown") + 1]  # noqa: E731
+    assert (slowdown(reference), slowdown(candidate)) == ("0.0", "0.2")
+    assert ["--model", "tiny"] == reference[-2:] == candidate[-2:]
 
 
 def test_too_few_pairs_for_the_test_is_refused(capsys):
@@ -173,7 +207,7 @@ def test_the_worker_protocol_keeps_stdout_to_itself():
 
     code = (
         "import os, sys\n"
-        "from perf.scenarios.ab import protocol_stream\n"
+        "from perf.measure.interleaved import protocol_stream\n"
         "protocol = protocol_stream()\n"
         "print('[2026-11-29 02:46:20] [INFO] a library logs to stdout')\n"
         "sys.stdout.flush()\n"
@@ -189,8 +223,6 @@ def test_the_worker_protocol_keeps_stdout_to_itself():
 def test_a_line_that_is_no_protocol_message_is_named():
     import io
 
-    from perf.scenarios.ab import Side
-
     class Stub:
         stdout = io.StringIO("[2026-11-29 02:46:20] [INFO] hello\n")
 
@@ -205,7 +237,7 @@ def test_tolerance_zero_is_a_tolerance(monkeypatch):
 
     seen = {}
 
-    def fake_run(args, workload, tolerances):
+    def fake_run(plan, workload, tolerances):
         seen.update(tolerances)
         raise SystemExit(0)
 
@@ -216,8 +248,6 @@ def test_tolerance_zero_is_a_tolerance(monkeypatch):
 
 
 def test_a_side_is_a_checkout_or_the_checkout_its_interpreter_lives_in(tmp_path):
-    from perf.scenarios.ab import Checkout
-
     checkout = tmp_path / "base"
     (checkout / ".venv" / "bin").mkdir(parents=True)
     (checkout / "pyproject.toml").write_text("[tool.genperf]\n")

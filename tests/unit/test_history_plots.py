@@ -12,7 +12,7 @@ from perf.judge.outcome import BenchmarkResult
 from perf.measure.record import Measurement
 from perf.metrics import MetricSamples
 from perf.report.plots import plot_history, plot_results
-from perf.store.history import HistoryError, append, entry_now, read
+from perf.store.history import HistoryError, append, entry_now, load, read
 
 TPS = "output_tokens_per_s"
 
@@ -70,11 +70,26 @@ def test_a_bad_line_is_named_not_skipped(tmp_path):
     path = tmp_path / "history.jsonl"
     entries_with_shift(path, random.Random(1))
     with open(path, "a") as handle:
-        handle.write("{not json\n")
+        handle.write('{"schema_version": 99}\n')
     with pytest.raises(HistoryError, match=r"history.jsonl:25: not a history entry"):
         read(path)
     with pytest.raises(HistoryError, match="cannot read"):
         read(tmp_path / "missing.jsonl")
+
+
+def test_a_torn_last_line_loses_nothing_that_follows(tmp_path, capsys):
+    """A session cut short mid-write leaves half a line; the next session's entry must start a
+    line of its own, and the reader skips the torn line, says so, and keeps the rest."""
+    path = tmp_path / "history.jsonl"
+    entries_with_shift(path, random.Random(1))
+    whole = path.read_text().splitlines()
+    path.write_text("\n".join(whole) + "\n" + whole[-1][:40])  # torn: no newline
+    append(path, entry_now({"baseline-w": {TPS: 10.0}}, hardware="x", software={}, git_commit="c"))
+    entries, skipped = load(path)
+    assert len(entries) == 25 and entries[-1].medians == {"baseline-w": {TPS: 10.0}}
+    assert skipped == [f"{path}:25: skipped, not complete JSON (a write cut short?)"]
+    assert main([str(path)]) == 0
+    assert "history.jsonl:25: skipped" in capsys.readouterr().err
 
 
 def test_history_command_prints_change_points_and_draws_them(tmp_path, capsys):

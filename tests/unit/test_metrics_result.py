@@ -105,3 +105,20 @@ def test_stable_json_is_sorted_rounded_and_newline_terminated(tmp_path):
     write_atomic(path, text)
     assert path.read_text() == text
     assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temp file left behind
+
+
+def test_written_files_get_the_mode_a_plain_open_would(tmp_path):
+    """Reports and baselines were written 0600 (the temporary file's mode): an artifact
+    uploader running as another user could not read them."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.json", "{}\n")
+        os.umask(0o077)
+        write_atomic(tmp_path / "b.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600

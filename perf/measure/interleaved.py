@@ -1,19 +1,19 @@
-"""Interleaved A/B: a reference and a candidate measured round by round in one session.
+"""Interleaved A/B measurement: a reference and a candidate measured round by round in one
+session, each in worker processes of its own checkout.
 
 The stored-baseline gate compares today's session with a session recorded earlier, so whatever
 the runner does in between — another tenant, a slower hour — lands in the comparison: on this
 project's shared 2-core runner unchanged sessions drifted by up to 60 % within an hour
 (docs/records/README.md). Here both sides run now, alternately, each in its own long-lived worker
 process with the model loaded once: rounds go A B B A A B B A ..., so a pair's two rounds are
-neighbours in time and a drift that is linear over a pair cancels. Each pair gives the
-candidate/reference ratio of every timing metric; the verdict is on the median ratio (beyond the
-tolerance, in the worse direction) and a one-sided Wilcoxon signed-rank test of the pairs' log
-ratios (p < ``ALPHA``): a paired test, because what varies between pairs is the machine.
+neighbours in time and a drift that is linear over a pair cancels; workers are restarted every
+few pairs so that one process's lasting offset cannot decide. perf.judge.paired decides on the
+pairs; ``python -m perf.ab`` (perf/cli/ab.py) and ``pytest --benchmark --perf-reference PATH``
+(perf/session/revision.py) drive it.
 
-A side is a Python interpreter with genperf installed (two virtual environments: this
-transformers against the next, this torch against a nightly) plus optional worker arguments
-(a config, an injected slowdown). ``python -m perf.ab --help`` lists the options
-(perf/cli/ab.py); perf.judge.paired decides; docs/gate.md says how the tolerance was chosen.
+A side is a checkout with its own interpreter (the base branch in ``../base`` with its own
+``.venv``), or an interpreter: its workers run in that checkout, so they import its ``perf`` and
+read its ``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -24,21 +24,19 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from perf.judge.paired import AB_METRICS, PairedVerdict, paired_verdict
+from perf.config.settings import AB_RESTARTS
+from perf.metrics import PAIRED, PER_SIDE
 
 READY = "ready"
-# Reported per side, not compared in pairs: what each side generated.
-SIDE_METRICS = ("output_length_tokens",)
-# Generations of worker processes per workload (--restarts); see run_workload. 3: one
-# generation's lasting offset (4 of 10 pairs at most) leaves the median where the others put
-# it; measured on this runner, unchanged int4: generation medians of tokens/s spread -10 ... +37 %,
-# and 3 generations cost 2.0x one's wall time, 5 cost 2.8x (docs/decisions.md).
-RESTARTS = 3
+# The first round's generated token ids (greedy workloads), as a list per sequence.
+TOKENS = "tokens"
+# Generations of worker processes per workload (perf.config.settings.AB_RESTARTS).
+RESTARTS = AB_RESTARTS
 
 
 def abba_order(pairs: int) -> list[str]:
@@ -81,6 +79,14 @@ def worker(args: argparse.Namespace) -> int:
 
     pyproject = Path(args.pyproject)
     settings = load_settings(pyproject)
+    for kind, name, defined in (
+        ("config", args.config, settings.config_defs),
+        ("workload", args.workload, settings.workload_defs),
+    ):
+        if name not in defined:
+            error = f"{pyproject} defines no {kind} {name!r} ([tool.genperf.{kind}.{name}])"
+            print(json.dumps({"error": error}), file=protocol, flush=True)
+            return 2
     config = settings.config_defs[args.config]
     workload = settings.workload_defs[args.workload]
     device = resolve_device(args.device or settings.device)
@@ -108,15 +114,17 @@ def worker(args: argparse.Namespace) -> int:
     code = str(Path(perf.__file__).resolve().parent)
     ready = {READY: loaded.details, "code": code, "pyproject": str(pyproject.resolve())}
     print(json.dumps(ready), file=protocol, flush=True)
+    first = True
     for line in sys.stdin:
         if line.strip() != "round":
             break
         values = runner.measure().metric_values()
-        print(
-            json.dumps({m: values[m] for m in (*AB_METRICS, *SIDE_METRICS) if m in values}),
-            file=protocol,
-            flush=True,
-        )
+        message: dict[str, object] = {m: values[m] for m in (*PAIRED, *PER_SIDE) if m in values}
+        if first and workload.greedy and runner.last_sequences is not None:
+            # the greedy output, token for token, once: the sides must generate the same
+            message[TOKENS] = runner.last_sequences[:, batch.padded_length :].tolist()
+        first = False
+        print(json.dumps(message), file=protocol, flush=True)
     return 0
 
 
@@ -131,6 +139,7 @@ class Side:
     details: str = ""
     code: str = ""  # the perf package the worker imported
     rounds: list[dict[str, float]] = field(default_factory=list)
+    tokens: list[list[int]] | None = None  # the first greedy round's output, when sent
 
     def launch(self) -> None:
         """Start the worker process in its side's checkout; ``ready()`` waits for its model.
@@ -175,7 +184,11 @@ class Side:
         assert self.process is not None and self.process.stdin is not None
         self.process.stdin.write("round\n")
         self.process.stdin.flush()
-        values = {k: float(v) for k, v in self._read().items()}  # type: ignore[arg-type]
+        message = self._read()
+        tokens = message.pop(TOKENS, None)
+        if tokens is not None and self.tokens is None:
+            self.tokens = [[int(t) for t in row] for row in tokens]  # type: ignore[attr-defined]
+        values = {k: float(v) for k, v in message.items()}  # type: ignore[arg-type]
         self.rounds.append(values)
         return values
 
@@ -223,27 +236,66 @@ class Checkout:
         return cls(interpreter, root.resolve())
 
 
-def worker_command(
-    side: Checkout, args: argparse.Namespace, workload: str, slowdown: float
-) -> list[str]:
-    pyproject = side.root / args.pyproject
-    command = [side.python, "-m", "perf.ab", "worker", "--pyproject", str(pyproject)]
-    command += ["--config", args.config, "--workload", workload, "--warmup", str(args.warmup)]
-    command += ["--inject-slowdown", str(slowdown)]
-    if args.model:
-        command += ["--model", args.model]
-    if args.device:
-        command += ["--device", args.device]
-    return command
+@dataclass(frozen=True)
+class ABPlan:
+    """One A/B: its two sides, the config both run, and how many pairs over how many
+    generations of worker processes. ``pyproject``: each side reads this file of its own
+    checkout; ``model``/``device``: None means each side's own setting; ``inject_slowdown``
+    slows the candidate only (proof runs)."""
+
+    reference: Checkout
+    candidate: Checkout
+    config: str
+    pairs: int = 10
+    restarts: int = RESTARTS
+    warmup: int = 1
+    pyproject: str = "pyproject.toml"
+    model: str | None = None
+    device: str | None = None
+    inject_slowdown: float = 0.0
+
+    def command(self, side: str, workload: str) -> list[str]:
+        """The worker command of ``side`` ("reference" or "candidate") for ``workload``."""
+        checkout = self.reference if side == "reference" else self.candidate
+        slowdown = self.inject_slowdown if side == "candidate" else 0.0
+        pyproject = checkout.root / self.pyproject
+        command = [checkout.python, "-m", "perf.ab", "worker", "--pyproject", str(pyproject)]
+        command += ["--config", self.config, "--workload", workload]
+        command += ["--warmup", str(self.warmup), "--inject-slowdown", str(slowdown)]
+        if self.model:
+            command += ["--model", self.model]
+        if self.device:
+            command += ["--device", self.device]
+        return command
 
 
 @dataclass(frozen=True)
-class WorkloadAB:
+class PairedRounds:
+    """What an A/B measured for one workload: per side its interpreter, checkout, imported
+    code, worker details, every round (naming its worker generation) and its greedy output."""
+
     workload: str
-    reference: Mapping[str, object]  # worker details and every round's metrics
-    candidate: Mapping[str, object]
-    verdicts: tuple[PairedVerdict, ...]
+    reference: dict[str, object]
+    candidate: dict[str, object]
     wall_s: float
+
+    @property
+    def pairs(self) -> int:
+        rounds = self.reference["rounds"]
+        assert isinstance(rounds, list)
+        return len(rounds)
+
+    def values(self, side: str, metric: str) -> list[float]:
+        """``side``'s rounds of ``metric``, in pair order."""
+        record = self.reference if side == "reference" else self.candidate
+        rounds = record["rounds"]
+        assert isinstance(rounds, list)
+        return [float(r[metric]) for r in rounds if metric in r]
+
+    def tokens(self, side: str) -> list[list[int]] | None:
+        record = self.reference if side == "reference" else self.candidate
+        tokens = record.get("tokens")
+        return None if tokens is None else list(tokens)  # type: ignore[call-overload]
 
 
 def generation_sizes(pairs: int, restarts: int) -> list[int]:
@@ -255,32 +307,34 @@ def generation_sizes(pairs: int, restarts: int) -> list[int]:
     return [base + (1 if g < extra else 0) for g in range(restarts)]
 
 
-def run_workload(
-    args: argparse.Namespace, workload: str, tolerances: Mapping[str, float]
-) -> WorkloadAB:
-    """The workload's pairs, measured by ``args.restarts`` generations of worker processes.
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def measure_pairs(
+    plan: ABPlan, workload: str, progress: Callable[[str], None] = _stderr
+) -> PairedRounds:
+    """The workload's pairs, measured by ``plan.restarts`` generations of worker processes.
 
     A worker process can carry an offset for its whole life (an int4 worker's prefill ran 30 %
-    slower than its identical twin's in all 10 pairs of one session, docs/records/README.md). Fresh
-    processes every ``pairs / restarts`` pairs confine such an offset to its generation's pairs,
-    and the verdict's median paired change does not move while fewer than half the pairs carry
-    one. Pairs stay in ABBA order across generations.
+    slower than its identical twin's in all 10 pairs of one session, docs/records/README.md).
+    Fresh processes every ``pairs / restarts`` pairs confine such an offset to its generation's
+    pairs, and the verdict's median paired change does not move while fewer than half the pairs
+    carry one. Pairs stay in ABBA order across generations; ``progress`` gets a line per pair.
     """
-    checkouts = {"reference": args.reference_side, "candidate": args.candidate_side}
-    commands = {
-        "reference": worker_command(checkouts["reference"], args, workload, 0.0),
-        "candidate": worker_command(checkouts["candidate"], args, workload, args.inject_slowdown),
-    }
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
-    details: dict[str, list[str]] = {name: [] for name in commands}
+    checkouts = {"reference": plan.reference, "candidate": plan.candidate}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in checkouts}
+    details: dict[str, list[str]] = {name: [] for name in checkouts}
     code: dict[str, str] = {}
-    order = abba_order(args.pairs)
-    sizes = generation_sizes(args.pairs, args.restarts)
+    tokens: dict[str, list[list[int]] | None] = {name: None for name in checkouts}
+    order = abba_order(plan.pairs)
+    sizes = generation_sizes(plan.pairs, plan.restarts)
     started = time.perf_counter()
     done = 0
     for generation, size in enumerate(sizes, 1):
         sides = {
-            name: Side(name, command, checkouts[name].root) for name, command in commands.items()
+            name: Side(name, plan.command(name, workload), checkout.root)
+            for name, checkout in checkouts.items()
         }
         try:
             # both workers load their model at once (the start is most of an A/B's wall time)
@@ -293,9 +347,8 @@ def run_workload(
                 if i % 2 == 1:
                     elapsed = time.perf_counter() - started
                     where = f", workers {generation}/{len(sizes)}" if len(sizes) > 1 else ""
-                    print(
-                        f"  {workload}: pair {i // 2 + 1}/{args.pairs}{where} ({elapsed:.0f} s)",
-                        file=sys.stderr,
+                    progress(
+                        f"  {workload}: pair {i // 2 + 1}/{plan.pairs}{where} ({elapsed:.0f} s)"
                     )
         finally:
             for side in sides.values():
@@ -304,32 +357,18 @@ def run_workload(
             rounds[name] += side.rounds
             details[name].append(side.details)
             code[name] = side.code
+            tokens[name] = tokens[name] if tokens[name] is not None else side.tokens
         done += size
-    verdicts = []
-    for metric in AB_METRICS:
-        reference = [r[metric] for r in rounds["reference"] if metric in r]
-        candidate = [r[metric] for r in rounds["candidate"] if metric in r]
-        if len(reference) == len(candidate) == args.pairs:
-            tolerance = tolerances[metric]
-            verdicts.append(paired_verdict(metric, reference, candidate, tolerance))
-    return WorkloadAB(
-        workload=workload,
-        reference=_side_record(
-            checkouts["reference"],
-            code["reference"],
-            details["reference"],
-            rounds["reference"],
-            sizes,
-        ),
-        candidate=_side_record(
-            checkouts["candidate"],
-            code["candidate"],
-            details["candidate"],
-            rounds["candidate"],
-            sizes,
-        ),
-        verdicts=tuple(verdicts),
-        wall_s=round(time.perf_counter() - started, 1),
+    records = {
+        name: _side_record(checkouts[name], code[name], details[name], rounds[name], sizes)
+        | {"tokens": tokens[name]}
+        for name in checkouts
+    }
+    return PairedRounds(
+        workload,
+        records["reference"],
+        records["candidate"],
+        round(time.perf_counter() - started, 1),
     )
 
 
