@@ -285,16 +285,18 @@ class PairedRounds:
         assert isinstance(rounds, list)
         return len(rounds)
 
+    def record(self, side: str) -> dict[str, object]:
+        """``side``'s record: "reference" or "candidate"."""
+        return self.reference if side == "reference" else self.candidate
+
     def values(self, side: str, metric: str) -> list[float]:
         """``side``'s rounds of ``metric``, in pair order."""
-        record = self.reference if side == "reference" else self.candidate
-        rounds = record["rounds"]
+        rounds = self.record(side)["rounds"]
         assert isinstance(rounds, list)
         return [float(r[metric]) for r in rounds if metric in r]
 
     def tokens(self, side: str) -> list[list[int]] | None:
-        record = self.reference if side == "reference" else self.candidate
-        tokens = record.get("tokens")
+        tokens = self.record(side).get("tokens")
         return None if tokens is None else list(tokens)  # type: ignore[call-overload]
 
 

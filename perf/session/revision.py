@@ -11,6 +11,7 @@ interpreter). Each side's workers import that side's ``perf`` and read its own
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -55,8 +56,6 @@ class RevisionAB:
 
     def judge(self, case: Case, progress: Progress | None = None) -> PairedOutcome:
         """``case`` measured in interleaved pairs on both revisions, and judged."""
-        import dataclasses
-
         plan = dataclasses.replace(self.plan, config=case.config.name)
         rounds = measure_pairs(plan, case.workload.name, progress or (lambda line: None))
         return judge_pairs(rounds, AB_TOLERANCES)
