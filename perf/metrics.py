@@ -83,6 +83,19 @@ METRICS: Mapping[str, MetricSpec] = {
         MetricSpec("torch_peak_allocated_mib", "MiB", "lower", "torch.cuda.max_memory_allocated"),
         MetricSpec("torch_peak_reserved_mib", "MiB", "lower", "torch.cuda.max_memory_reserved"),
         MetricSpec(
+            "energy_j_per_token",
+            "J/tok",
+            "lower",
+            "the device's energy during generate (NVML total energy on CUDA, RAPL package on the"
+            " CPU) / generated tokens; absent where no counter is readable",
+        ),
+        MetricSpec(
+            "gpu_sm_clock_mhz",
+            "MHz",
+            "higher",
+            "CUDA: the SM clock after the generate (NVML); a round under a slowdown is flagged",
+        ),
+        MetricSpec(
             "runner_probe_ms",
             "ms",
             "lower",
@@ -147,7 +160,10 @@ class SampleStats:
         import numpy as np
 
         values = np.asarray(self.samples, dtype=float)
-        q = np.percentile(values, [0, 25, 50, 75, 90, 99, 100])
+        # an infinite sample makes its neighbours' interpolation inf - inf: nan, as it should
+        # be (such a metric's verdict is ``invalid``), without numpy's warning
+        with np.errstate(invalid="ignore"):
+            q = np.percentile(values, [0, 25, 50, 75, 90, 99, 100])
         return dict(
             zip(("min", "q1", "median", "q3", "p90", "p99", "max"), map(float, q), strict=True)
         )
@@ -162,7 +178,11 @@ class SampleStats:
 
     @property
     def stdev(self) -> float:
-        return statistics.stdev(self.samples) if len(self.samples) > 1 else 0.0
+        if len(self.samples) < 2:
+            return 0.0
+        if not all(math.isfinite(x) for x in self.samples):
+            return math.nan  # statistics.stdev raises on an infinite sample
+        return statistics.stdev(self.samples)
 
     @property
     def iqr(self) -> float:
@@ -244,5 +264,15 @@ class MetricSamples:
             name=name,
             unit=str(data["unit"]),
             better=better,  # type: ignore[arg-type]
-            samples=tuple(float(x) for x in samples),
+            samples=tuple(_number(name, x) for x in samples),
         )
+
+
+def _number(name: str, value: object) -> float:
+    """A stored sample: a JSON number, or null for a non-finite one (``dumps_stable`` writes
+    NaN as null); anything else, e.g. a string, is a damaged file."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"metric {name!r}: sample {value!r} is not a number")
+    return float(value)

@@ -16,7 +16,7 @@ import pytest
 
 from perf.config.options import add_options, cli_values
 from perf.config.settings import Settings, load_settings
-from perf.errors import ConfigError
+from perf.errors import ConfigError, GenperfError
 from perf.judge.outcome import BenchmarkResult
 from perf.measure.runner import Fault
 from perf.scenarios.strategies import register_profiles
@@ -66,10 +66,11 @@ _PATH_OPTIONS = ("perf_reference", "perf_report", "perf_history", "perf_baseline
 
 def _pyproject(config: pytest.Config) -> Path:
     """This run's pyproject.toml. pytest finds its config file before plugins' options are
-    known, so the value of ``--perf-reference ../base`` (space form) is taken for a test path
-    and *its* pyproject.toml for this run's: then the one at or above where pytest was
-    started is this run's (the base's own would judge the pull request by the base's
-    settings)."""
+    known, so the value of ``--perf-reference ../base`` or ``--perf-report /tmp/out`` (space
+    form) is taken for a test path, and pytest's root is then that folder (or ``/``). When
+    pytest's root has no pyproject.toml, or it is the folder of such an option's value (the
+    base's own would judge the pull request by the base's settings), the one at or above
+    where pytest was started is this run's."""
     found = config.rootpath / "pyproject.toml"
     if config.inipath is not None and config.inipath.name == "pyproject.toml":
         found = config.inipath
@@ -77,7 +78,8 @@ def _pyproject(config: pytest.Config) -> Path:
     values = [config.getoption(name, None) for name in _PATH_OPTIONS]
     taken = [Path(here, str(v)).resolve() for v in values if v]
     root = found.parent.resolve()
-    if any(root == p or root in p.parents for p in taken) and root not in (here, *here.parents):
+    from_option = any(root == p or root in p.parents for p in taken)
+    if not found.is_file() or (from_option and root not in (here, *here.parents)):
         for folder in (here, *here.parents):
             if (folder / "pyproject.toml").is_file():
                 return folder / "pyproject.toml"
@@ -92,6 +94,14 @@ def options_from_config(config: pytest.Config) -> RunOptions:
     flags = cli_values(config.getoption, RunOptions)
     soak = Soak(**cli_values(config.getoption, Soak))
     if flags["enabled"] or soak.enabled:
+        if not pyproject.is_file():
+            raise ConfigError(
+                f"no pyproject.toml with [tool.genperf]: none at pytest's root"
+                f" ({config.rootpath}) nor at or above where pytest was started"
+                f" ({config.invocation_params.dir}); run pytest in the project's folder, or"
+                " define at least one [tool.genperf.config.NAME] table in a pyproject.toml"
+                " there (docs/configuration.md)"
+            )
         settings.check_runnable()
     # A model or reference path given on the command line is relative to where pytest was
     # started, one in [tool.genperf] to the folder of pyproject.toml.
@@ -114,10 +124,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     try:
-        options = options_from_config(config)
+        config.stash[SESSION_KEY] = PerfSession(options_from_config(config))
     except ConfigError as exc:
         raise pytest.UsageError(f"genperf: {exc}") from None
-    config.stash[SESSION_KEY] = PerfSession(options)
     config.stash[WRITTEN_KEY] = []
 
 
@@ -244,13 +253,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     perf.release()  # the model is not needed past the last test, with or without reports
     if not perf.results and not perf.soak_results:
         return
-    saved, not_saved = perf.save_baselines(session.testsfailed)
+    # A fault while writing (disk full, a folder gone read-only) is one line in the summary
+    # and a failed session, never a traceback that hides the table: start-up has checked the
+    # places, and each file is written whole or not at all (store/jsonio.py).
+    try:
+        saved, not_saved = perf.save_baselines(session.testsfailed)
+    except (OSError, GenperfError) as exc:
+        saved, not_saved = [], f"baselines not saved: {exc}"
     if not_saved:
         _fail(session, not_saved)
     _fail_if_nothing_judged(session, perf)
     written = saved + _append_history(session, perf)
-    if perf.options.report_dir is not None:
-        written += _write_reports(perf, perf.options.report_dir)
+    report_dir = perf.options.report_dir
+    if report_dir is not None:
+        try:
+            written += _write_reports(perf, report_dir)
+        except OSError as exc:
+            _fail(session, f"--perf-report {report_dir}: reports not written: {exc}")
     session.config.stash[WRITTEN_KEY] = written
 
 

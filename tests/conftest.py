@@ -3,11 +3,19 @@
 import pytest
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache-home")
+
+
 @pytest.fixture(autouse=True)
-def _not_under_ci(monkeypatch):
+def _not_under_ci(monkeypatch, _cache_home):
     """CI runs this suite with CI=true, which turns the gate's require_baseline on; every test
-    starts without it, and a test of that behaviour sets it itself."""
+    starts without it, and a test of that behaviour sets it itself. The genperf cache (the
+    CPU's peak bandwidth, perf/store/cache.py) is the test session's own: a figure measured
+    while the suite loads the machine must not become the one `make bench` divides by."""
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
 
 
 @pytest.fixture(scope="session")

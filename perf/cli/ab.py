@@ -4,7 +4,6 @@ entry point of its worker processes (``python -m perf.ab worker ...``)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from perf.measure.interleaved import (
     worker,
     worker_parser,
 )
+from perf.store.jsonio import dumps_stable, write_atomic
 
 
 def run_workload(plan: ABPlan, workload: str, tolerances: dict[str, float]) -> PairedOutcome:
@@ -155,7 +155,7 @@ def _write_report(args: argparse.Namespace, results: Sequence[PairedOutcome], ta
         "order": "A B, B A, ... (ABBA)",
         "results": [r.to_dict() for r in results],
     }
-    (args.report / "ab.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_atomic(args.report / "ab.json", dumps_stable(payload))
     (args.report / "ab.md").write_text(table + "\n")
 
 

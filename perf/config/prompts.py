@@ -24,7 +24,11 @@ class Prompt:
 
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> Prompt:
-        return cls(data["id"], data["class"], data["domain"], data["text"])
+        values = [data["id"], data["class"], data["domain"], data["text"]]
+        wrong = [v for v in values if not isinstance(v, str)]
+        if wrong:
+            raise TypeError(f"{wrong[0]!r} is not a string")
+        return cls(*values)
 
 
 def load_prompts(path: Path) -> tuple[Prompt, ...]:
@@ -33,9 +37,13 @@ def load_prompts(path: Path) -> tuple[Prompt, ...]:
         raise ConfigError(
             f"prompts file {str(path)!r} does not exist; set prompts in [tool.genperf]"
         )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"prompts file {str(path)!r} is not readable text ({exc})") from None
     prompts: list[Prompt] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -51,10 +59,14 @@ def load_prompts(path: Path) -> tuple[Prompt, ...]:
                 f"{where}: class {prompt.prompt_class!r} unknown;"
                 f" allowed: {', '.join(PROMPT_CLASSES)}"
             )
+        if not prompt.text.strip():
+            raise ConfigError(f"{where}: prompt {prompt.id!r} has an empty text")
         if prompt.id in seen:
             raise ConfigError(f"{where}: duplicate prompt id {prompt.id!r}")
         seen.add(prompt.id)
         prompts.append(prompt)
+    if not prompts:
+        raise ConfigError(f"prompts file {str(path)!r} holds no prompts (one JSON object a line)")
     return tuple(prompts)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from perf.judge.calibration import MetricCalibration
 from perf.judge.paired import PairedOutcome
 from perf.judge.parity import ParityResult
+from perf.judge.roofline import Roofline, roofline
 from perf.judge.verdict import MetricVerdict
 from perf.measure.record import Measurement
 from perf.metrics import MetricSamples
@@ -110,6 +111,15 @@ class BenchmarkResult:
         return self.measurement.metrics
 
     @property
+    def roofline(self) -> Roofline | None:
+        """How far the decode step is from the device's bandwidth limit (docs/metrics.md)."""
+        m = self.measurement
+        if m.model_bytes is None or m.untimed:
+            return None
+        tpot = m.metrics.get("tpot_ms")
+        return roofline(m.model_bytes, None if tpot is None else tpot.median, m.peak)
+
+    @property
     def output_lengths(self) -> tuple[tuple[int, ...], ...]:
         return self.measurement.output_lengths
 
@@ -155,6 +165,7 @@ class BenchmarkResult:
             "comparison_note": c.note,
             "unevaluated": list(c.unevaluated),
             "paired": None if self.paired is None else self.paired.to_dict(),
+            "roofline": None if (line := self.roofline) is None else line.to_dict(),
         }
 
     @classmethod

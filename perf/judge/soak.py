@@ -4,7 +4,10 @@
   share is above ``max_leak_mib_per_hour``, and memory grew by at least 16 MiB along that slope;
 * drift: the probe's median fell by more than ``drift_tolerance_pct`` and a one-sided
   Mann-Whitney U test gives p < 0.01;
-* error: any exception stops the loop and fails the soak.
+* error: any exception stops the loop and fails the soak;
+* too short to judge (MLPerf LoadGen's INVALID): interrupted before its asked duration, or
+  fewer than ``MIN_SETTLED_SAMPLES`` samples after the warm-up; no slope or drift is reported
+  and the soak does not pass.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ DEFAULT_MAX_LEAK_MIB_PER_HOUR = 100.0
 # in 25 s of a clean tiny-model soak = +59 MiB/h).
 MIN_LEAK_GROWTH_MIB = 16.0
 DEFAULT_DRIFT_TOLERANCE_PCT = 35.0
+# The fewest samples after the warm-up a slope is fitted to (Theil-Sen's 95 % bound needs a few
+# pairs; the e2e soak of 0.1 minutes on the tiny model has about 20).
+MIN_SETTLED_SAMPLES = 5
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class SoakResult:
     drift_p: float | None = None
     failures: list[str] = field(default_factory=list)
     memory_source: str = ""
+    # Why nothing could be judged ("too short to judge: ..."), None when it was judged.
+    invalid: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -63,6 +71,7 @@ class SoakResult:
             "drift_pct": self.drift_pct,
             "drift_p": self.drift_p,
             "failures": list(self.failures),
+            "invalid": self.invalid,
             "memory_source": self.memory_source,
             "samples": [vars(s) for s in self.samples],
         }
@@ -88,7 +97,7 @@ class SoakResult:
         state = "interrupted, " if self.interrupted else ""
         tps = [s.tokens_per_s for s in self.samples if s.probe]
         probe = f"{statistics.median(tps):.1f}" if tps else "n/a"
-        verdict = "; ".join(self.failures) if self.failures else "pass"
+        verdict = "; ".join(self.failures) or self.invalid or "pass"
         return (
             f"{self.config}: {state}{len(self.samples)} generates in"
             f" {(self.samples[-1].t_s if self.samples else 0) / 60:.1f} min; memory slope"
@@ -109,10 +118,25 @@ def leak_slope(times_s: Sequence[float], memory_mib: Sequence[float]) -> tuple[f
 def judge(
     result: SoakResult, *, max_leak_mib_per_hour: float, drift_tolerance_pct: float
 ) -> SoakResult:
-    """Fill in the slope, the drift and the failures from the samples."""
+    """Fill in the slope, the drift and the failures from the samples; a soak too short to
+    judge gets ``invalid`` and neither slope nor drift."""
     samples = result.samples
     settled = samples[math.ceil(len(samples) * WARMUP_SHARE) :]
-    if len(settled) >= 5:
+    ran_min = samples[-1].t_s / 60 if samples else 0.0
+    if result.interrupted:
+        result.invalid = (
+            f"too short to judge: interrupted after {ran_min:.2f} of {result.minutes_asked:g} min"
+        )
+    elif len(settled) < MIN_SETTLED_SAMPLES:
+        result.invalid = (
+            f"too short to judge: {len(settled)} sample(s) after the warm-up,"
+            f" {MIN_SETTLED_SAMPLES} needed; soak longer (--soak-minutes)"
+        )
+    if result.error:
+        result.failures.append(f"error: {result.error}")
+    if result.invalid:
+        return result
+    if len(settled) >= MIN_SETTLED_SAMPLES:
         slope, low = leak_slope([s.t_s for s in settled], [s.memory_mib for s in settled])
         result.leak_mib_per_hour, result.leak_low_mib_per_hour = slope, low
         grown = slope * (settled[-1].t_s - settled[0].t_s) / 3600
@@ -137,6 +161,4 @@ def judge(
                 f" ({result.drift_pct:+.1f}%, beyond -{drift_tolerance_pct:g}%,"
                 f" Mann-Whitney p = {result.drift_p:.2g})"
             )
-    if result.error:
-        result.failures.append(f"error: {result.error}")
     return result

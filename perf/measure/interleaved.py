@@ -107,7 +107,6 @@ def worker(args: argparse.Namespace) -> int:
         loaded.tokenizer, select_prompts(load_prompts(settings.prompts), workload), device.name
     )
     runner = GenerationRunner(loaded, workload, batch, fault=Fault(slowdown=args.inject_slowdown))
-    runner.calibrate_fault()
     for _ in range(max(1, args.warmup)):
         runner.measure()
     # which code and which settings this side ran: ab.json records them for each side
@@ -118,6 +117,12 @@ def worker(args: argparse.Namespace) -> int:
     for line in sys.stdin:
         if line.strip() != "round":
             break
+        if first:
+            # An injected slowdown is a fraction of this worker's own step times, timed here,
+            # while the other side's worker waits for its turn: timed before READY, they were
+            # taken while both sides loaded and warmed up at once on the same cores, and a
+            # planted 5 % came out as +42 % TTFT (2026-12-01 campaign, docs/records/).
+            runner.calibrate_fault()
         values = runner.measure().metric_values()
         message: dict[str, object] = {m: values[m] for m in (*PAIRED, *PER_SIDE) if m in values}
         if first and workload.greedy and runner.last_sequences is not None:

@@ -8,8 +8,10 @@ what a stored baseline keeps and what the judge reads. It round-trips through
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
+from perf.measure.bandwidth import ModelBytes, PeakBandwidth
+from perf.measure.trackers.energy import GpuClocks, energy_per_token, throttled_rounds
 from perf.measure.trackers.length import STOP_REASONS, LengthResult
 from perf.measure.trackers.memory import MemoryResult
 from perf.measure.trackers.timing import LatencyResult
@@ -27,6 +29,10 @@ class RoundMeasurement:
     hook_self_ms: float
     # The runner-speed probe around this round (perf/measure/trackers/speed.py); None: not measured.
     probe_ms: float | None = None
+    # The device's energy during the generate (trackers/energy.py); None: no counter, or it
+    # did not advance. The GPU's clocks after it (None: not CUDA, or NVML does not say).
+    energy_j: float | None = None
+    clocks: GpuClocks | None = None
 
     def metric_values(self) -> dict[str, float]:
         values = {
@@ -41,6 +47,11 @@ class RoundMeasurement:
             values["tpot_ms"] = self.latency.tpot_ms
         if self.probe_ms is not None:
             values[PROBE_METRIC] = self.probe_ms
+        per_token = energy_per_token(self.energy_j, self.lengths.total_tokens)
+        if per_token is not None:
+            values["energy_j_per_token"] = per_token
+        if self.clocks is not None:
+            values["gpu_sm_clock_mhz"] = float(self.clocks.sm_mhz)
         if self.latency.itl_ms:
             values["itl_mean_ms"] = sum(self.latency.itl_ms) / len(self.latency.itl_ms)
             for name, value in self.latency.itl_percentiles_ms.items():
@@ -84,6 +95,14 @@ class Measurement:
     untimed: str = ""
     skipped: str | None = None
     error: str | None = None  # the case crashed: its test failed with this message
+    # The roofline's inputs (perf/measure/bandwidth.py): what a decode step reads, and the
+    # device's peak bandwidth (None: not found).
+    model_bytes: ModelBytes | None = None
+    peak: PeakBandwidth | None = None
+    # Energy: where it was read ("" when not), or why not; rounds the GPU ran under a slowdown.
+    energy_source: str = ""
+    energy_note: str = ""
+    throttled_rounds: int = 0
 
     @classmethod
     def from_rounds(
@@ -100,6 +119,9 @@ class Measurement:
         readings: Mapping[str, float | None] | None = None,
         identity: Mapping[str, object] | None = None,
         untimed: str = "",
+        model_bytes: ModelBytes | None = None,
+        peak: PeakBandwidth | None = None,
+        energy: tuple[str, str] = ("", ""),
     ) -> Measurement:
         """The rounds' metrics; ``readings`` are one value per loaded model (its load memory),
         repeated per round so they compare like any metric (None: not measured here)."""
@@ -141,6 +163,11 @@ class Measurement:
             details=details,
             identity=dict(identity or {}),
             untimed=untimed,
+            model_bytes=model_bytes,
+            peak=peak,
+            energy_source=energy[0],
+            energy_note=energy[1],
+            throttled_rounds=throttled_rounds([r.clocks for r in rounds]),
         )
 
     @property
@@ -168,6 +195,11 @@ class Measurement:
             "details": self.details,
             "identity": dict(self.identity),
             "untimed": self.untimed,
+            "model_bytes": None if self.model_bytes is None else asdict(self.model_bytes),
+            "peak_bandwidth": None if self.peak is None else asdict(self.peak),
+            "energy_source": self.energy_source,
+            "energy_note": self.energy_note,
+            "throttled_rounds": self.throttled_rounds,
         }
 
     @classmethod
@@ -209,4 +241,13 @@ class Measurement:
             untimed=str(data.get("untimed", "")),
             skipped=optional("skipped"),
             error=optional("error"),
+            model_bytes=ModelBytes(**stored)
+            if isinstance(stored := data.get("model_bytes"), dict)
+            else None,
+            peak=PeakBandwidth(**peak)
+            if isinstance(peak := data.get("peak_bandwidth"), dict)
+            else None,
+            energy_source=str(data.get("energy_source", "")),
+            energy_note=str(data.get("energy_note", "")),
+            throttled_rounds=int(str(data.get("throttled_rounds", 0))),
         )

@@ -19,6 +19,7 @@ from perf.config.run import Workload
 from perf.measure.backends import LoadedModel
 from perf.measure.batch import PreparedBatch
 from perf.measure.record import RoundMeasurement
+from perf.measure.trackers.energy import EnergyMeter, gpu_clocks
 from perf.measure.trackers.length import count_generated
 from perf.measure.trackers.memory import MemoryTracker, NvmlProbe
 from perf.measure.trackers.timing import StepClock, latency_from_steps
@@ -89,6 +90,8 @@ class GenerationRunner:
         rss_before_load_mib: float | None = None,
         fault: Fault | None = None,
         speed_probe: Callable[[], float] | None = None,
+        energy: EnergyMeter | None = None,
+        energy_note: str = "",
     ) -> None:
         self.loaded = loaded
         self.workload = workload
@@ -100,6 +103,10 @@ class GenerationRunner:
         self.last_sequences: torch.Tensor | None = None
         self._fault = fault or Fault()
         self._speed_probe = speed_probe
+        self._energy = energy
+        self._probe = probe
+        # where energy is read, and why not when it is not (trackers/energy.py)
+        self.energy = (energy.source, "") if energy is not None else ("", energy_note)
         self._delay = InjectedDelay(0.0)
 
     def calibrate_fault(self) -> None:
@@ -155,8 +162,13 @@ class GenerationRunner:
         before = self._speed_probe() if self._speed_probe is not None else None
         with self._memory.track():
             ballast = self._ballast()
+            energy_before = self._energy.read() if self._energy is not None else None
             sequences, elapsed_s = self._generate(with_clock=True)
+            energy_j = None
+            if self._energy is not None and energy_before is not None:
+                energy_j = self._energy.joules(energy_before, self._energy.read())
             del ballast
+        clocks = gpu_clocks(self._probe.nvml, self._probe.handle) if self._probe else None
         probe_ms = None
         if self._speed_probe is not None and before is not None:
             probe_ms = math.sqrt(before * self._speed_probe())
@@ -176,6 +188,8 @@ class GenerationRunner:
             memory=self._memory.result,
             hook_self_ms=times.hook_self_s * 1e3,
             probe_ms=probe_ms,
+            energy_j=energy_j,
+            clocks=clocks,
         )
 
     def _ballast(self) -> torch.Tensor | None:

@@ -16,6 +16,7 @@ from perf.judge.drift import SUGGEST_MARGIN, DriftSummary
 from perf.judge.gate import CLEARING
 from perf.judge.outcome import BenchmarkResult
 from perf.judge.paired import PairedOutcome
+from perf.report.device import device_notes, mbu_cell
 
 if TYPE_CHECKING:
     from perf.scenarios.memory_model import MemoryPrediction
@@ -25,6 +26,7 @@ COLUMNS = (
     "tok/s (median ± IQR)",
     "TTFT ms",
     "TPOT ms",
+    "MBU",
     "ITL p50/p99 ms",
     "peak mem MiB",
     "out len mean [min-max]",
@@ -124,9 +126,14 @@ def _parity(result: BenchmarkResult) -> str:
 
 def row(result: BenchmarkResult) -> tuple[str, ...]:
     if result.skipped is not None:
-        return (result.config, result.workload, f"skipped: {result.skipped}", *[""] * 11)
+        return (
+            result.config,
+            result.workload,
+            f"skipped: {result.skipped}",
+            *[""] * (N_COLUMNS - 3),
+        )
     if result.error is not None:
-        return (result.config, result.workload, f"error: {result.error}", *[""] * 11)
+        return (result.config, result.workload, f"error: {result.error}", *[""] * (N_COLUMNS - 3))
     tps = result.metrics["output_tokens_per_s"].stats
     stops = result.measurement.stop_reasons
     return (
@@ -135,6 +142,7 @@ def row(result: BenchmarkResult) -> tuple[str, ...]:
         f"{tps.median:.1f} ± {tps.iqr:.1f} ({tps.iqr_pct:.1f}%)",
         _median(result, "ttft_ms"),
         _median(result, "tpot_ms", ".2f"),
+        mbu_cell(result),
         f"{_median(result, 'itl_p50_ms', '.2f')} / {_median(result, 'itl_p99_ms', '.2f')}",
         _peak_memory(result),
         _lengths(result),
@@ -182,6 +190,7 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
             lines.append(f"{r.case_id}: {r.gate.baseline_error}")
         if r.paired is not None:
             lines.append(f"{r.case_id}: {paired_summary(r.paired)}")
+    lines += device_notes(results)
     missing = [r.case_id for r in results if r.gate.baseline_note.startswith("no baseline")]
     if missing:
         lines.append(

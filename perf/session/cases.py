@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from perf.measure.bandwidth import PeakBandwidth, model_bytes
 from perf.measure.identity import measured_identity
 from perf.measure.record import Measurement, RoundMeasurement
 from perf.measure.runner import GenerationRunner
@@ -30,11 +31,13 @@ class CaseRunner:
         runner: GenerationRunner,
         readings: dict[str, float | None],
         progress: Progress | None = None,
+        peak: PeakBandwidth | None = None,
     ) -> None:
         self.case = case
         self.runner = runner
         self._readings = readings
         self._progress = progress
+        self._peak = peak
         self._warmup = 0  # the measurement's warm-up rounds (a re-measurement keeps its identity)
 
     def measurement(
@@ -50,6 +53,8 @@ class CaseRunner:
         identity = measured_identity(
             loaded, self.runner.batch, self.case.workload, len(rounds), warmup
         )
+        generated = [n for r in rounds for n in r.lengths.lengths]
+        new_tokens = sum(generated) / len(generated) if generated else 0.0
         return Measurement.from_rounds(
             model=loaded.spec.label,
             config=self.case.config.name,
@@ -62,6 +67,9 @@ class CaseRunner:
             readings=self._readings,
             identity=identity,
             untimed=untimed,
+            model_bytes=model_bytes(loaded, self.runner.batch, new_tokens),
+            peak=self._peak,
+            energy=self.runner.energy,
         )
 
     def measure(self, pedantic: Pedantic, rounds: int, warmup: int, pairs: int) -> Measurement:

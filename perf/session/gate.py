@@ -43,7 +43,7 @@ class BaselineGate:
         self.settings: Settings = options.settings
         self.device = device
         self.is_cuda = device.is_cuda
-        self.store = BaselineStore(self.settings.baselines, environment)
+        self.store = BaselineStore(self.settings.baselines, environment, options.project)
         # The stored baselines compared against, by case id (for the plots' baseline marks).
         self.compared: dict[str, Mapping[str, MetricSamples]] = {}
         # --perf-save-baseline: measurements to save when the session ends, with their run
@@ -148,8 +148,9 @@ class BaselineGate:
 
     def preflight(self, cases: Sequence[Case], injected: bool, timed: bool) -> list[str]:
         """What makes this session unable to do its job, found before anything runs: a
-        baseline to be saved from a session that cannot be one, a comparison whose
-        significance these rounds cannot reach."""
+        baseline to be saved from a session that cannot be one, a stored baseline it cannot
+        use (unreadable, another hardware's or model's, a non-finite sample, a hand-edited
+        median), a comparison whose significance these rounds cannot reach."""
         problems = []
         if self.options.save_baseline and injected:
             problems.append(
@@ -169,8 +170,9 @@ class BaselineGate:
             model = self.options.model.label
             try:
                 baseline = self._load(model, case.config.name, case.workload.name)
-            except BaselineError:
-                continue  # the case itself fails and says why
+            except BaselineError as exc:  # unusable: stop before any model loads
+                problems.append(str(exc))
+                continue
             if baseline is None:
                 continue
             stored.append((case, baseline))

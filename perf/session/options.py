@@ -105,6 +105,12 @@ class RunOptions:
     # The session's pyproject.toml: its folder is the candidate checkout of --perf-reference.
     pyproject: Path | None = None
 
+    @property
+    def project(self) -> Path:
+        """The project's checkout (the folder of its pyproject.toml): the git commit that
+        baselines and history record is this folder's, wherever they are written."""
+        return self.pyproject.parent if self.pyproject is not None else Path.cwd()
+
 
 @dataclass(frozen=True)
 class Case:

@@ -20,6 +20,7 @@ from perf.measure.backends import LoadedModel
 from perf.measure.batch import prepare_batch
 from perf.measure.device import DeviceInfo, unavailable_reason
 from perf.measure.runner import Fault, GenerationRunner
+from perf.measure.trackers.energy import EnergyMeter, open_nvml_energy, open_rapl
 from perf.measure.trackers.memory import (
     NvmlProbe,
     cuda_allocated_mib,
@@ -51,6 +52,9 @@ class ModelPool:
         self._process_warm = False
         self.probe: NvmlProbe | None = None
         self.probe_note = ""
+        # the energy counter (trackers/energy.py), or why there is none
+        self.energy: EnergyMeter | None = None
+        self.energy_note = "not opened"
         self.speed_probe: SpeedProbe | None = None
         self.rss_before_load_mib: float | None = None
         # One reading per loaded model, by metric: CPU RSS growth from loading it, or on CUDA
@@ -72,6 +76,11 @@ class ModelPool:
             self.probe, self.probe_note = NvmlProbe.open(pci_bus_id(self.device))
             if self.probe is None:
                 log.warning("%s; GPU memory falls back to torch.cuda counters", self.probe_note)
+                self.energy, self.energy_note = None, self.probe_note
+            else:
+                self.energy, self.energy_note = open_nvml_energy(self.probe.nvml, self.probe.handle)
+        elif not self.device.is_cuda:
+            self.energy, self.energy_note = open_rapl()
 
     def prompts(self) -> tuple[Prompt, ...]:
         if self._prompts is None:
@@ -157,6 +166,8 @@ class ModelPool:
             self.rss_before_load_mib,
             fault,
             self.speed_probe,
+            self.energy,
+            self.energy_note,
         )
 
     def ad_hoc_runner(
@@ -168,5 +179,12 @@ class ModelPool:
         workload = Workload("drawn", classes, len(prompts), sampling)
         batch = prepare_batch(loaded.tokenizer, prompts, self.device.name)
         return GenerationRunner(
-            loaded, workload, batch, self.probe, self.probe_note, self.rss_before_load_mib
+            loaded,
+            workload,
+            batch,
+            self.probe,
+            self.probe_note,
+            self.rss_before_load_mib,
+            energy=self.energy,
+            energy_note=self.energy_note,
         )

@@ -21,6 +21,7 @@ from perf.judge.gate import failing_verdicts
 from perf.judge.outcome import BenchmarkResult
 from perf.judge.soak import SoakResult
 from perf.measure.backends import LoadedModel
+from perf.measure.bandwidth import PeakBandwidth, peak_bandwidth
 from perf.measure.device import DeviceInfo, resolve_device, unavailable_reason
 from perf.measure.fingerprint import Fingerprint, fingerprint
 from perf.measure.record import Measurement
@@ -32,7 +33,9 @@ from perf.session.options import Case, RunOptions
 from perf.session.pool import ModelPool
 from perf.session.reference import ReferenceComparison
 from perf.session.revision import RevisionAB
+from perf.session.startup import input_problems
 from perf.store.baselines import git_commit
+from perf.store.cache import cached_peak
 from perf.store.history import Entry, entry_now
 
 if TYPE_CHECKING:
@@ -110,8 +113,21 @@ class PerfSession:
         return self.pool.ad_hoc_runner(config, prompts, sampling)
 
     def case_runner(self, case: Case, progress: Progress | None = None) -> CaseRunner:
+        peak = self.peak_bandwidth  # measured (once per machine) before the model loads
         runner = self.pool.runner(case.config, case.workload, self.options.fault)
-        return CaseRunner(case, runner, self.pool.load_readings, progress)
+        return CaseRunner(case, runner, self.pool.load_readings, progress, peak)
+
+    @functools.cached_property
+    def peak_bandwidth(self) -> PeakBandwidth:
+        """The device's peak memory bandwidth, the roofline's denominator (docs/metrics.md):
+        the CPU's measured once per hardware fingerprint and cached."""
+        env = self.environment
+        try:
+            if self.device.is_cuda:
+                return peak_bandwidth(self.device, env)
+            return cached_peak(env.slug, lambda: peak_bandwidth(self.device, env))
+        except (RuntimeError, MemoryError) as exc:
+            return PeakBandwidth(None, f"not measured: {exc}")
 
     def run(
         self, case: Case, pedantic: Pedantic, progress: Progress | None = None
@@ -142,7 +158,8 @@ class PerfSession:
 
     def preflight(self, timed: bool) -> list[str]:
         """Problems found before anything runs: a device asked for by name that this machine
-        lacks (an error, not a skip: the run was meant to measure it), and the baseline gate's
+        lacks (an error, not a skip: the run was meant to measure it), the model's files, the
+        prompts and the output places (``startup.input_problems``), and the baseline gate's
         (``BaselineGate.preflight``); ``timed``: False under --benchmark-disable."""
         missing = None if self.settings.device == "auto" else unavailable_reason(self.device)
         if missing:  # first: nothing else can be checked on a device that is not there
@@ -150,7 +167,9 @@ class PerfSession:
                 f"device (--perf-device) = {self.settings.device!r}: {missing}; run where it"
                 " is, or ask for 'auto' or 'cpu'"
             ]
-        return self.gate.preflight(self.cases(), bool(self.injected()), timed)
+        cases = self.cases()
+        found = input_problems(self.options, cases, self.pool.prompts)
+        return found + self.gate.preflight(cases, bool(self.injected()), timed)
 
     def save_baselines(self, failed: int) -> tuple[list[Path], str]:
         """``--perf-save-baseline``: write the kept measurements when the session's checks all
@@ -234,14 +253,14 @@ class PerfSession:
             if r.metrics and r.skipped is None and r.error is None
         }
         for soak in self.soak_results:
-            if soak.samples and soak.error is None and not soak.interrupted:
+            if soak.samples and soak.error is None and soak.invalid is None:
                 medians[f"{soak.config}-soak"] = soak.history_medians()
         env = self.environment
         return entry_now(
             medians,
             hardware=env.slug,
             software=env.software,
-            git_commit=git_commit(Path.cwd()),
+            git_commit=git_commit(self.options.project),
             kind="soak" if self.soak_results and not self.results else "benchmark",
             injected=self.injected(),
         )

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import FileLock
 
 from perf import __version__
 from perf.errors import BaselineError
@@ -26,6 +29,9 @@ from perf.store.jsonio import dumps_stable, write_atomic
 
 # 2: each file carries the identity of what it measured, and each session its medians.
 BASELINE_SCHEMA_VERSION = 2
+# How long a save waits for another session's save of the same file (a merge takes
+# milliseconds; a minute means the other process hangs, and the error names the lock).
+LOCK_TIMEOUT_S = 60.0
 SAVE_HINT = "re-record it with `pytest --benchmark --perf-save-baseline` on this machine"
 
 
@@ -73,9 +79,12 @@ def git_commit(root: Path) -> str | None:
 class BaselineStore:
     """Baselines of one hardware fingerprint under ``root``."""
 
-    def __init__(self, root: Path, environment: Fingerprint) -> None:
+    def __init__(self, root: Path, environment: Fingerprint, project: Path | None = None) -> None:
         self.root = root
         self.environment = environment
+        # The checkout whose commit a saved baseline records (the baselines folder may lie
+        # outside it, e.g. --perf-baselines /srv/baselines); None: the baselines folder's.
+        self.project = project
 
     def path(self, model: str, config: str, workload: str) -> Path:
         return self.root / self.environment.slug / model / f"{config}__{workload}.json"
@@ -92,8 +101,17 @@ class BaselineStore:
         if not result.metrics:
             raise BaselineError(f"{result.case_id}: nothing measured, no baseline to save")
         path = self.path(result.model, result.config, result.workload)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Two sessions saving the same case at once (parallel CI jobs into one store) must not
+        # both read the old file and each write their own merge: one of them would be lost.
+        with FileLock(path.parent / f".{path.name}.lock", timeout=LOCK_TIMEOUT_S):
+            return self._save(path, result, run, sessions)
+
+    def _save(
+        self, path: Path, result: Measurement, run: Mapping[str, object], sessions: int
+    ) -> Path:
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        commit = git_commit(self.root)
+        commit = git_commit(self.project or self.root)
         this: dict[str, object] = {
             "created_at": now,
             "git_commit": commit,
@@ -178,14 +196,14 @@ class BaselineStore:
             raise BaselineError(
                 f"{path}: malformed baseline ({type(exc).__name__}: {exc}); {SAVE_HINT}"
             ) from None
+        problem = _content_problem(document, raw_metrics, metrics, (model, config, workload))
+        if problem:
+            raise BaselineError(f"{path}: {problem}; {SAVE_HINT}")
         if hardware != self.environment.slug:
             raise BaselineError(
                 f"{path}: recorded on hardware {hardware!r}, this machine is"
                 f" {self.environment.slug!r}; move it under baselines/{hardware}/ or {SAVE_HINT}"
             )
-        empty = [name for name, m in metrics.items() if not m.samples]
-        if empty:
-            raise BaselineError(f"{path}: metric {empty[0]!r} has no samples; {SAVE_HINT}")
         return Baseline(
             path=path,
             hardware=hardware,
@@ -197,6 +215,46 @@ class BaselineStore:
             sessions=_sessions(document, len(lengths)),
             identity=identity,
         )
+
+
+def _content_problem(
+    document: Mapping[str, object],
+    raw: Mapping[str, object],
+    metrics: Mapping[str, MetricSamples],
+    key: tuple[str, str, str],
+) -> str | None:
+    """What makes a parsed baseline unusable, or None: a file that names another model, config
+    or workload than its place (a file copied into the wrong folder would judge another
+    model), a metric without samples, a sample that is not a finite number (a NaN turns every
+    comparison off), a stored ``median`` that is not its samples' (a hand edit)."""
+    for field_name, expected in zip(("model", "config", "workload"), key, strict=True):
+        recorded = document.get(field_name)
+        if recorded != expected:
+            return (
+                f"it records {field_name} {recorded!r} but its place is {expected!r}'s (a file"
+                " copied from another folder?)"
+            )
+    for name, m in metrics.items():
+        if not m.samples:
+            return f"metric {name!r} has no samples"
+        bad = [x for x in m.samples if not math.isfinite(x)]
+        if bad:
+            return f"metric {name!r} has a sample {bad[0]!r}: only finite numbers are judged"
+        entry = raw[name]
+        stored = entry.get("median") if isinstance(entry, dict) else None
+        if stored is not None and not _agrees(stored, m.median):
+            return (
+                f"metric {name!r}: stored median {stored!r} is not its samples' median"
+                f" {m.median:.6g} (edited by hand?)"
+            )
+    return None
+
+
+def _agrees(stored: object, median: float) -> bool:
+    """Whether a stored median is ``median`` as the file rounds it (six significant digits)."""
+    if isinstance(stored, bool) or not isinstance(stored, int | float):
+        return False
+    return math.isclose(float(stored), median, rel_tol=1e-5, abs_tol=1e-9)
 
 
 def _sessions(document: Mapping[str, object], rounds: int) -> tuple[Mapping[str, object], ...]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from perf.errors import GenperfError
+from perf.store.jsonio import dumps_line
 
 HISTORY_SCHEMA_VERSION = 1
 
@@ -79,7 +81,13 @@ def entry_now(
     injected: Mapping[str, float] | None = None,
 ) -> Entry:
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    return Entry(now, git_commit, hardware, kind, software, medians, dict(injected or {}))
+    # a median that is not a finite number (a metric that could not be computed) is left out:
+    # the history is a series of values, and a gap reads better than a null
+    finite = {
+        case: {name: v for name, v in values.items() if math.isfinite(v)}
+        for case, values in medians.items()
+    }
+    return Entry(now, git_commit, hardware, kind, software, finite, dict(injected or {}))
 
 
 def append(path: Path, entry: Entry) -> None:
@@ -88,7 +96,7 @@ def append(path: Path, entry: Entry) -> None:
     A file whose last line was cut short (a crash or a full disk mid-write) gets a newline
     first, so the new entry starts a line of its own instead of being glued onto the torn one
     (``load`` then skips and reports the torn line, and keeps this one)."""
-    line = json.dumps(entry.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
+    line = dumps_line(entry.to_dict()) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+b") as handle:

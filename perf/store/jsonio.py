@@ -31,6 +31,13 @@ def dumps_stable(document: object) -> str:
     return json.dumps(_round_floats(document), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
+def dumps_line(document: object) -> str:
+    """``document`` as one compact JSON line (a history entry), floats as ``dumps_stable``."""
+    return json.dumps(
+        _round_floats(document), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -163,7 +163,10 @@ def test_a_baseline_of_other_hardware_fails_with_the_fix(project, tmp_path):
     document = json.loads(file.read_text())
     document["environment"]["hardware"]["slug"] = "nvidia-h100-80gb"
     file.write_text(json.dumps(document))
-    result, report = run(pytester, tmp_path, "r2")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*BaselineError:*recorded on hardware 'nvidia-h100-80gb'*"])
-    assert "nvidia-h100-80gb" in report["baseline_error"]
+    # unusable before anything runs: a usage error naming the file and the fix, no report
+    result = pytester.runpytest_subprocess("--benchmark", "--perf-report", str(tmp_path / "r2"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*{file}: recorded on hardware 'nvidia-h100-80gb', this machine is*--perf-save-baseline*"]
+    )
+    assert not (tmp_path / "r2").exists()

@@ -44,24 +44,36 @@ def project(pytester):
     return pytester
 
 
-# A third workload that crashes: its class has no prompts in the run's prompts file.
+# A third workload whose generate crashes (planted by the conftest below: what start-up can
+# check, e.g. a class without prompts, stops the session before anything runs).
 CRASHING = """
 [tool.genperf.workload.long-b1]
 prompt_class = "long"
 batch_size = 1
 max_new_tokens = 4
 """
+CRASH_CONFTEST = """
+import pytest
+from perf.measure.runner import GenerationRunner
+
+
+@pytest.fixture(autouse=True)
+def crash_long_b1(request, monkeypatch):
+    if "long-b1" in request.node.name:
+        def crash(self, *args, **kwargs):
+            raise RuntimeError("planted crash in generate")
+
+        monkeypatch.setattr(GenerationRunner, "measure", crash)
+"""
 
 
 def test_benchmark_run_writes_reports_and_benchmark_json(pytester, tmp_path, monkeypatch):
     """One session, three cases: two measured against no stored baseline, one that crashes
     (its test fails with the reason, the others still run and report)."""
-    fixtures = Path(__file__).parents[2] / "fixtures" / "prompts.jsonl"
-    prompts = tmp_path / "no-long.jsonl"
-    lines = fixtures.read_text().splitlines()
-    prompts.write_text("\n".join(x for x in lines if json.loads(x)["class"] != "long") + "\n")
+    prompts = Path(__file__).parents[2] / "fixtures" / "prompts.jsonl"
     pytester.makefile(".toml", pyproject=PYPROJECT.format(prompts=prompts) + CRASHING)
     pytester.makepyfile(test_bench=BENCH_TEST)
+    pytester.makeconftest(CRASH_CONFTEST)
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     report_dir = tmp_path / "reports"
@@ -72,7 +84,7 @@ def test_benchmark_run_writes_reports_and_benchmark_json(pytester, tmp_path, mon
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*baseline*long-b1*error: ConfigError*no prompts of class 'long'*",
+            "*baseline*long-b1*error: RuntimeError*planted crash in generate*",
             "*no stored baseline on this hardware*--perf-save-baseline*",
         ]
     )
@@ -93,7 +105,7 @@ def test_benchmark_run_writes_reports_and_benchmark_json(pytester, tmp_path, mon
     assert report["run"]["rounds"] == 2
     by_workload = {r["workload"]: r for r in report["results"]}
     assert set(by_workload) == {"greedy-b1", "sampled-b3", "long-b1"}
-    assert "no prompts of class 'long'" in by_workload["long-b1"]["error"]
+    assert "planted crash in generate" in by_workload["long-b1"]["error"]
     greedy = by_workload["greedy-b1"]
     assert greedy["error"] is None
     assert set(greedy["verdicts"].values()) == {"no-baseline"}
@@ -230,6 +242,15 @@ def test_malformed_settings_stop_the_session(pytester):
 
 def test_benchmark_without_any_workload_says_what_to_add(pytester):
     pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("--benchmark")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*no pyproject.toml with [[]tool.genperf[]]: none at pytest's root*nor at or above"
+            " where pytest was started*define at least one [[]tool.genperf.config.NAME[]]*"
+        ]
+    )
+    pytester.makefile(".toml", pyproject="[tool.genperf]\n")
     result = pytester.runpytest("--benchmark")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(

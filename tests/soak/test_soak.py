@@ -34,4 +34,4 @@ def test_soak(perf_config, perf_session):
     perf_session.soak_results.append(result)
     if result.interrupted:
         pytest.exit(f"soak interrupted: {result.summary()}", returncode=2)
-    assert not result.failures, result.summary()
+    assert not result.failures and result.invalid is None, result.summary()

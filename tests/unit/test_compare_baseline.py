@@ -237,12 +237,27 @@ def test_baseline_sessions_setting_is_validated():
         parse_settings(minimal(baseline_sessions=0), "p", REPO)
 
 
+def _sample(document, value):
+    document["metrics"][TPS]["samples"][0] = value
+    return document
+
+
+def _median(document, value):
+    document["metrics"][TPS]["median"] = value
+    return document
+
+
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
         (lambda d: "{not json", "not readable JSON"),
         (lambda d: {**d, "schema_version": 99}, "schema_version 99, this genperf reads 2"),
         (lambda d: {k: v for k, v in d.items() if k != "metrics"}, "malformed baseline"),
+        (lambda d: {**d, "model": "llama-7b"}, "it records model 'llama-7b' but its place is"),
+        (lambda d: _sample(d, float("nan")), "has a sample nan: only finite numbers"),
+        (lambda d: _sample(d, "10"), "sample '10' is not a number"),
+        (lambda d: _median(d, 0), "stored median 0 is not its samples' median 11"),
+        (lambda d: _median(d, "11"), "stored median '11' is not its samples' median 11"),
         (
             lambda d: {**d, "environment": {"hardware": {"slug": "nvidia-h100-80gb"}}},
             "recorded on hardware 'nvidia-h100-80gb', this machine is 'cpu-test-2c'",
@@ -258,6 +273,39 @@ def test_unusable_baselines_name_the_file_and_the_fix(tmp_path, mutate, fragment
         store.load("tiny-llama", "baseline", "w")
     assert str(path) in str(info.value) and fragment in str(info.value)
     assert "--perf-save-baseline" in str(info.value)
+
+
+def test_concurrent_saves_into_one_file_lose_no_session(tmp_path):
+    """Eight sessions pooling into one file at once (parallel CI jobs sharing a store): the
+    lock around read-merge-write keeps every one of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = BaselineStore(tmp_path, ENV)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: store.save(result((10.0 + i,) * 3), {}, sessions=20), range(8)))
+    saved = store.load("tiny-llama", "baseline", "w")
+    assert sorted(s["medians"][TPS] for s in saved.sessions) == [10.0 + i for i in range(8)]
+    assert len(saved.metrics[TPS].samples) == 24
+
+
+def test_a_baseline_records_the_project_commit_wherever_it_is_written(tmp_path):
+    import subprocess
+
+    project = tmp_path / "project"
+    project.mkdir()
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    outside = BaselineStore(tmp_path / "srv-baselines", ENV, project)
+    document = json.loads(outside.save(result(), {}).read_text())
+    assert document["git_commit"] == head.strip()
+    assert (
+        BaselineStore(tmp_path / "b2", ENV)
+        .save(result(), {})
+        .read_text()
+        .count('"git_commit": null')
+    )
 
 
 # --- settings ---------------------------------------------------------------------------------

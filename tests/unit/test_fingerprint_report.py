@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from perf.judge.outcome import BenchmarkResult
 from perf.measure.device import DeviceInfo, resolve_device, unavailable_reason
 from perf.measure.fingerprint import Fingerprint, cpu_identity, cpu_slug, fingerprint
@@ -118,3 +120,29 @@ def test_markdown_table_and_json_document(tmp_path, monkeypatch):
     document = json.loads((tmp_path / "report.json").read_text())
     assert document == json.loads(json.dumps(report_document([measured()], ENV, {"rounds": 3})))
     assert document["results"][0]["metrics"]["ttft_ms"]["samples"] == [100.0, 110.0, 120.0]
+
+
+def test_non_finite_values_never_stop_the_reports_or_the_history(tmp_path, monkeypatch):
+    """A NaN or infinite sample (a metric that could not be computed) is written as null in
+    report.json and the history line: strict JSON, no crash, and the table still renders."""
+    import math
+
+    from perf.store.history import append, entry_now, load
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    result = measured()
+    bad = MetricSamples.of("ttft_ms", (math.nan, math.inf, 100.0))
+    result.measurement.metrics["ttft_ms"] = bad
+    write_reports(tmp_path, [result], ENV, {"rounds": 3})
+    text = (tmp_path / "report.json").read_text()
+    document = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in report.json"))
+    assert document["results"][0]["metrics"]["ttft_ms"]["samples"][:2] == [None, None]
+    assert len(terminal_lines([result])) == 3
+    history = tmp_path / "history.jsonl"
+    append(
+        history,
+        entry_now({"b-w": {"ttft_ms": math.nan}}, hardware="h", software={}, git_commit=None),
+    )
+    (entry,), skipped = load(history)
+    assert "NaN" not in history.read_text() and skipped == []
+    assert entry.medians["b-w"] == {}  # left out, not written as null or NaN

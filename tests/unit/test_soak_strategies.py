@@ -60,6 +60,19 @@ def test_a_flat_run_passes_and_reports_its_slope():
     assert "pass" in result.summary()
 
 
+def test_a_soak_too_short_or_interrupted_is_too_short_to_judge_not_pass():
+    # 5 generates: 4 after the warm-up, one short of a slope (a 2-second soak once "passed"
+    # with +26,881 MiB/h)
+    short = judged(series(1, mib_per_hour=10_000)[:5])
+    assert short.invalid.startswith("too short to judge: 4 sample(s) after the warm-up")
+    assert short.leak_mib_per_hour is None and short.failures == []
+    assert "pass" not in short.summary() and "too short to judge" in short.summary()
+    result = SoakResult("baseline", 1.0, samples=series(0.5), interrupted=True)
+    cut = judge(result, max_leak_mib_per_hour=100, drift_tolerance_pct=35)
+    assert cut.invalid == "too short to judge: interrupted after 0.48 of 1 min"
+    assert cut.to_dict()["invalid"] == cut.invalid and cut.drift_pct is None
+
+
 def test_a_steady_leak_fails_with_its_slope():
     result = judged(series(10, mib_per_hour=600))
     assert result.leak_mib_per_hour == pytest.approx(600, rel=0.1)

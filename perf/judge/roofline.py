@@ -1,0 +1,85 @@
+"""How far a decode step is from the memory-bandwidth limit: bytes per step, achieved bandwidth,
+MBU (docs/metrics.md, "Roofline"). Pure functions over plain numbers.
+
+Decode is memory-bound: each new token reads every weight once and, per sequence, the KV cache
+written so far. Databricks/MosaicML's model bandwidth utilisation (MBU) states it as
+``(weight bytes + KV bytes read per step) / TPOT`` over the device's peak bandwidth. A step far
+slower than its bandwidth floor (``bytes per step / peak``) spends its time elsewhere: Python,
+kernel launches, the host ("host-bound").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from perf.measure.bandwidth import ModelBytes, PeakBandwidth
+
+# A decode step slower than this many times its bandwidth floor is reported host-bound: less
+# than a fifth of the step can be memory traffic, so the kernels' speed is not what limits it.
+HOST_BOUND_FACTOR = 5.0
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """One case against its device's bandwidth: the step's bytes, TPOT, and what follows."""
+
+    bytes_per_step: float
+    weight_bytes: int
+    kv_bytes_per_step: float
+    tpot_ms: float  # median over the measured rounds
+    peak_gbps: float | None  # None: no peak known for this device
+    peak_source: str  # e.g. "measured: torch copy, 2 x 256 MiB" or "table: H100 SXM"
+
+    @property
+    def achieved_gbps(self) -> float:
+        return self.bytes_per_step / (self.tpot_ms / 1000) / 1e9
+
+    @property
+    def mbu(self) -> float | None:
+        return None if not self.peak_gbps else self.achieved_gbps / self.peak_gbps
+
+    @property
+    def floor_ms(self) -> float | None:
+        """The fastest a step could be: its bytes at peak bandwidth."""
+        return None if not self.peak_gbps else self.bytes_per_step / (self.peak_gbps * 1e9) * 1000
+
+    @property
+    def host_bound(self) -> bool:
+        floor = self.floor_ms
+        return floor is not None and self.tpot_ms > HOST_BOUND_FACTOR * floor
+
+    def describe(self) -> str:
+        mb = self.bytes_per_step / 1e6
+        text = f"{mb:.1f} MB/step at TPOT {self.tpot_ms:.2f} ms = {self.achieved_gbps:.2f} GB/s"
+        if self.mbu is None:
+            return f"{text} (no peak bandwidth known: MBU not reported)"
+        bound = ", host-bound" if self.host_bound else ""
+        return (
+            f"{text}, MBU {100 * self.mbu:.1f} % of {self.peak_gbps:.1f} GB/s"
+            f" ({self.peak_source}); floor {self.floor_ms:.2f} ms{bound}"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            **asdict(self),
+            "achieved_gbps": self.achieved_gbps,
+            "mbu": self.mbu,
+            "floor_ms": self.floor_ms,
+            "host_bound": self.host_bound,
+        }
+
+
+def roofline(
+    bytes_: ModelBytes, tpot_ms: float | None, peak: PeakBandwidth | None
+) -> Roofline | None:
+    """The case's roofline; None without a TPOT (one new token, or none measured)."""
+    if tpot_ms is None or not tpot_ms > 0:
+        return None
+    return Roofline(
+        bytes_per_step=bytes_.bytes_per_step,
+        weight_bytes=bytes_.weight_bytes,
+        kv_bytes_per_step=bytes_.kv_bytes_per_step,
+        tpot_ms=tpot_ms,
+        peak_gbps=None if peak is None else peak.gbps,
+        peak_source="" if peak is None else peak.source,
+    )

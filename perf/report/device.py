@@ -1,0 +1,41 @@
+"""What the table says about the device: each case's MBU cell, and the notes on the peak
+bandwidth, host-bound cases, the energy source and throttled GPU rounds (docs/metrics.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from perf.judge.outcome import BenchmarkResult
+
+
+def mbu_cell(result: BenchmarkResult) -> str:
+    """Model bandwidth utilisation, ``host`` when the step is far above its bandwidth floor."""
+    line = result.roofline
+    if line is None or line.mbu is None:
+        return "-"
+    return f"{100 * line.mbu:.1f}%" + (" host" if line.host_bound else "")
+
+
+def device_notes(results: Sequence[BenchmarkResult]) -> list[str]:
+    """The peak bandwidth MBU divides by, each host-bound case's roofline, where energy was
+    read (or why not), and the cases with rounds taken while the GPU was slowed down."""
+    lines = []
+    measured = [r for r in results if r.skipped is None and r.error is None]
+    peaks = {r.measurement.peak for r in measured if r.measurement.peak is not None}
+    for peak in sorted(peaks, key=lambda p: p.source):
+        known = "unknown" if peak.gbps is None else f"{peak.gbps:.1f} GB/s"
+        lines.append(f"MBU: model bandwidth utilisation against {known} ({peak.source})")
+    for r in measured:
+        line = r.roofline
+        if line is not None and line.host_bound:
+            lines.append(f"{r.case_id}: host-bound: {line.describe()}")
+    sources = {(r.measurement.energy_source, r.measurement.energy_note) for r in measured}
+    for source, note in sorted(sources):
+        lines.append(f"energy: {source}" if source else f"energy: not measured: {note}")
+    lines += [
+        f"{r.case_id}: {r.measurement.throttled_rounds} round(s) taken while the GPU was slowed"
+        " down (NVML clock-event reasons; the rounds are kept, read them with care)"
+        for r in measured
+        if r.measurement.throttled_rounds
+    ]
+    return lines
