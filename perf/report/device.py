@@ -30,7 +30,7 @@ def device_notes(results: Sequence[BenchmarkResult]) -> list[str]:
         if line is not None and line.host_bound:
             lines.append(f"{r.case_id}: host-bound: {line.describe()}")
     sources = {(r.measurement.energy_source, r.measurement.energy_note) for r in measured}
-    for source, note in sorted(sources):
+    for source, note in sorted(s for s in sources if any(s)):  # none: a report before energy
         lines.append(f"energy: {source}" if source else f"energy: not measured: {note}")
     lines += [
         f"{r.case_id}: {r.measurement.throttled_rounds} round(s) taken while the GPU was slowed"

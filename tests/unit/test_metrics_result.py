@@ -22,7 +22,7 @@ def test_sample_stats():
 def test_every_metric_declares_unit_and_direction():
     for name, spec in METRICS.items():
         assert spec.name == name and spec.unit and spec.better in ("higher", "lower", "equal")
-        assert name.endswith(("_ms", "_mib", "_per_s", "_tokens"))
+        assert name.endswith(("_ms", "_mib", "_per_s", "_tokens", "_j_per_token", "_mhz"))
     assert METRICS["output_tokens_per_s"].better == "higher"
     assert METRICS["ttft_ms"].better == "lower"
 
