@@ -154,8 +154,28 @@ class ModelPool:
 
     def runner(self, config: RunConfig, workload: Workload, fault: Fault) -> GenerationRunner:
         """A runner for one configured case, with the session's probes and injected faults."""
-        loaded = self.loaded(config)
         prompts = select_prompts(self.prompts(), workload)
+        return self._runner(config, workload, prompts, fault, self.speed_probe)
+
+    def ad_hoc_runner(
+        self, config: RunConfig, prompts: tuple[Prompt, ...], sampling: SamplingParams
+    ) -> GenerationRunner:
+        """A runner for a generate call that is no configured workload (drawn by Hypothesis)."""
+        classes = tuple(dict.fromkeys(p.prompt_class for p in prompts))
+        workload = Workload("drawn", classes, len(prompts), sampling)
+        return self._runner(config, workload, prompts)
+
+    def _runner(
+        self,
+        config: RunConfig,
+        workload: Workload,
+        prompts: tuple[Prompt, ...],
+        fault: Fault | None = None,
+        speed_probe: SpeedProbe | None = None,
+    ) -> GenerationRunner:
+        """The loaded model of ``config`` on ``prompts``, with the session's memory probe and
+        energy meter (one place builds every runner)."""
+        loaded = self.loaded(config)
         batch = prepare_batch(loaded.tokenizer, prompts, self.device.name)
         return GenerationRunner(
             loaded,
@@ -165,26 +185,7 @@ class ModelPool:
             self.probe_note,
             self.rss_before_load_mib,
             fault,
-            self.speed_probe,
+            speed_probe,
             self.energy,
             self.energy_note,
-        )
-
-    def ad_hoc_runner(
-        self, config: RunConfig, prompts: tuple[Prompt, ...], sampling: SamplingParams
-    ) -> GenerationRunner:
-        """A runner for a generate call that is no configured workload (drawn by Hypothesis)."""
-        loaded = self.loaded(config)
-        classes = tuple(dict.fromkeys(p.prompt_class for p in prompts))
-        workload = Workload("drawn", classes, len(prompts), sampling)
-        batch = prepare_batch(loaded.tokenizer, prompts, self.device.name)
-        return GenerationRunner(
-            loaded,
-            workload,
-            batch,
-            self.probe,
-            self.probe_note,
-            self.rss_before_load_mib,
-            energy=self.energy,
-            energy_note=self.energy_note,
         )
