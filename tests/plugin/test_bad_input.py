@@ -457,7 +457,7 @@ def test_a_hub_id_offline_without_a_cached_copy_says_how_to_download(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(pytester.path / "hf-home"))
     before = checksums(project.root)
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "--benchmark", "-p", "no:cacheprovider", "--perf-model", "someorg/nosuch-model"
     )
     assert result.ret == USAGE
@@ -471,8 +471,8 @@ def test_a_hub_id_offline_without_a_cached_copy_says_how_to_download(
 def test_report_folder_outside_the_project_in_both_spellings(project, pytester, tmp_path):
     """``--perf-report /abs/dir`` with no test path: pytest's early pass takes the folder for
     a test path (and its root for the project's); [tool.genperf] is still this project's."""
-    space = pytester.runpytest_subprocess("--benchmark", "--perf-report", str(tmp_path / "sp"))
-    equals = pytester.runpytest_subprocess("--benchmark", f"--perf-report={tmp_path / 'eq'}")
+    space = pytester.runpytest_inprocess("--benchmark", "--perf-report", str(tmp_path / "sp"))
+    equals = pytester.runpytest_inprocess("--benchmark", f"--perf-report={tmp_path / 'eq'}")
     for result, folder in ((space, "sp"), (equals, "eq")):
         assert result.ret == OK, output(result)[-3000:]
         report = json.loads((tmp_path / folder / "report.json").read_text())

@@ -46,7 +46,7 @@ def test_baseline_deepspeed_and_quantized_in_one_session(pytester, tmp_path):
     pytester.makefile(".toml", pyproject=PYPROJECT.format(prompts=prompts))
     pytester.makepyfile(test_bench=BENCH_TEST)
     report_dir = tmp_path / "r"
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "--benchmark", "--perf-report", str(report_dir), "-rs", "-p", "no:randomly"
     )
     # baseline and deepspeed pass; int8-dynamic misses its (impossible) expectation; int4-torchao

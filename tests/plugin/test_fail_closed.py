@@ -63,7 +63,7 @@ def test_a_stale_baseline_fails_naming_the_field_and_both_values(project, tmp_pa
 def test_unreachable_significance_fails_at_start_up_before_anything_runs(project, tmp_path):
     pytester, baselines = project
     saved_baseline(pytester, tmp_path, baselines)  # one session of 7 rounds
-    result = pytester.runpytest_subprocess("--benchmark", "--perf-rounds", "2")
+    result = pytester.runpytest_inprocess("--benchmark", "--perf-rounds", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -76,12 +76,12 @@ def test_unreachable_significance_fails_at_start_up_before_anything_runs(project
 
 def test_a_baseline_is_saved_only_from_a_clean_timed_session(project, tmp_path):
     pytester, baselines = project
-    injected = pytester.runpytest_subprocess(
+    injected = pytester.runpytest_inprocess(
         "--benchmark", "--perf-save-baseline", "--perf-inject-slowdown", "0.5"
     )
     assert injected.ret == pytest.ExitCode.USAGE_ERROR
     injected.stderr.fnmatch_lines(["*--perf-save-baseline with --perf-inject-*planted fault*"])
-    disabled = pytester.runpytest_subprocess(
+    disabled = pytester.runpytest_inprocess(
         "--benchmark", "--perf-save-baseline", "--benchmark-disable"
     )
     assert disabled.ret == pytest.ExitCode.USAGE_ERROR

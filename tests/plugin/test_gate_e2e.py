@@ -59,7 +59,7 @@ def make_project(pytester, tmp_path):
 
 def run(pytester, tmp_path, name, *args):
     report = tmp_path / name
-    result = pytester.runpytest_subprocess("--benchmark", "--perf-report", str(report), *args)
+    result = pytester.runpytest_inprocess("--benchmark", "--perf-report", str(report), *args)
     return result, json.loads((report / "report.json").read_text())["results"][0]
 
 
@@ -164,7 +164,7 @@ def test_a_baseline_of_other_hardware_fails_with_the_fix(project, tmp_path):
     document["environment"]["hardware"]["slug"] = "nvidia-h100-80gb"
     file.write_text(json.dumps(document))
     # unusable before anything runs: a usage error naming the file and the fix, no report
-    result = pytester.runpytest_subprocess("--benchmark", "--perf-report", str(tmp_path / "r2"))
+    result = pytester.runpytest_inprocess("--benchmark", "--perf-report", str(tmp_path / "r2"))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [f"*{file}: recorded on hardware 'nvidia-h100-80gb', this machine is*--perf-save-baseline*"]

@@ -50,7 +50,7 @@ def project(pytester, body=PROPERTIES, max_new_tokens=12):
 
 
 def test_properties_hold_for_every_config_and_report_memory(pytester):
-    result = project(pytester).runpytest_subprocess("--benchmark")
+    result = project(pytester).runpytest_inprocess("--benchmark")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [
@@ -69,7 +69,7 @@ def test_a_broken_length_limit_is_caught_shrunk_and_reproducible(pytester):
     )
     assert broken != PROPERTIES
     # short examples: the failure is in every one, and shrinking runs many of them
-    result = project(pytester, broken, max_new_tokens=4).runpytest_subprocess(
+    result = project(pytester, broken, max_new_tokens=4).runpytest_inprocess(
         "--benchmark", "--perf-configs", "baseline"
     )
     result.assert_outcomes(failed=1)

@@ -63,7 +63,7 @@ def candidate(pytester, tmp_path, tokens):
 
 
 def run(pytester, report, *args):
-    result = pytester.runpytest_subprocess("--benchmark", "--perf-report", str(report), *args)
+    result = pytester.runpytest_inprocess("--benchmark", "--perf-report", str(report), *args)
     data = json.loads((report / "report.json").read_text())
     return result, data
 

@@ -19,6 +19,13 @@ configs = ["baseline"]
 property_max_batch = 2
 property_max_new_tokens = 8
 
+# The soak's drift limit is the gate's tokens/s tolerance. This test judges the memory verdict
+# and the plumbing; the drift verdict is tests/unit/test_soak_strategies.py's. Over 12 seconds
+# the shared 2-core CI runner itself drifted: probe 372 -> 225 tok/s (-39.7 %, p = 0.0001) in
+# a clean soak (CI, 2026-12-02), so here only a probe that stops dead would count.
+[tool.genperf.tolerance]
+output_tokens_per_s = 95
+
 [tool.genperf.config.baseline]
 
 [tool.genperf.workload.unused]
@@ -44,7 +51,7 @@ def test_soak_skips_without_the_flag(project):
 
 def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
     history = tmp_path / "history.jsonl"
-    clean = project.runpytest_subprocess(
+    clean = project.runpytest_inprocess(
         "--soak",
         "--soak-minutes",
         "0.2",
@@ -57,6 +64,7 @@ def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
     clean.stdout.fnmatch_lines(["*genperf soak*", "baseline: * generates in 0.? min*: pass"])
     (soak,) = json.loads((tmp_path / "clean" / "soak.json").read_text())["soaks"]
     assert soak["iterations"] >= 20 and soak["failures"] == []
+    assert soak["drift_pct"] is not None and soak["drift_p"] is not None  # judged, within 95 %
     # A clean run's RSS moves in allocator steps (seen: one +6.7 MiB step in 30 s, a slope of
     # +1351 MiB/h over so short a window): the verdict passes because it grew under 16 MiB.
     samples = soak["samples"][len(soak["samples"]) // 5 :]
@@ -70,7 +78,7 @@ def test_a_short_soak_passes_and_a_planted_leak_fails(project, tmp_path):
     assert min(probe) <= kept["output_tokens_per_s"] <= max(probe)
     assert kept["soak_memory_slope_mib_per_h"] == pytest.approx(soak["leak_mib_per_hour"], abs=1e-3)
 
-    leaky = project.runpytest_subprocess(
+    leaky = project.runpytest_inprocess(
         "--soak",
         "--soak-minutes",
         "0.1",

@@ -1,0 +1,35 @@
+"""End-to-end runs of the plugin through pytester, in this process where they can be.
+
+A ``pytester.runpytest_inprocess`` run restores ``sys.modules`` afterwards: every module the run
+imported first is dropped and imported again by the next run. Torch-based libraries register
+operators and dispatch keys once per process and cannot be imported twice, so the heavy modules a
+run loads are imported here first, and stay.
+"""
+
+import importlib
+import pkgutil
+
+import pytest
+
+import perf
+
+HEAVY = (
+    "torch",
+    "transformers",
+    "transformers.generation.utils",
+    "transformers.models.llama.modeling_llama",
+    "deepspeed",
+    "torchao",
+    "bitsandbytes",
+    "scipy.stats",
+    "hypothesis",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _heavy_modules_stay():
+    for name in HEAVY:
+        importlib.import_module(name)
+    # and genperf's own modules, so that a name a test patches is the one every run uses
+    for module in pkgutil.walk_packages(perf.__path__, "perf."):
+        importlib.import_module(module.name)
