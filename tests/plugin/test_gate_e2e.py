@@ -4,10 +4,11 @@ a message naming the metric, the change, the tolerance, the p-value and the base
 (A run with no baseline at all is tests/plugin/test_plugin_e2e.py's benchmark run.)"""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from perf.cli.calibrate import main as calibrate_main
 
 from .test_plugin_e2e import BENCH_TEST
 
@@ -63,7 +64,7 @@ def run(pytester, tmp_path, name, *args):
     return result, json.loads((report / "report.json").read_text())["results"][0]
 
 
-def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, tmp_path):
+def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, tmp_path, capsys):
     pytester, baselines = project
 
     save, _ = run(pytester, tmp_path, "r1", "--perf-save-baseline")
@@ -140,11 +141,9 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
     )
 
     # Session drift over the unchanged and the slowed run, judged again from their reports
-    drift = pytester.run(
-        sys.executable, "-m", "perf.calibrate", str(tmp_path / "r2"), str(tmp_path / "r3")
-    )
-    assert drift.ret == 0
-    drift.stdout.fnmatch_lines(["baseline-greedy-b2*output_tokens_per_s*2*", "1 of 2 sessions*"])
+    assert calibrate_main([str(tmp_path / "r2"), str(tmp_path / "r3")]) == 0
+    drift = pytest.LineMatcher(capsys.readouterr().out.splitlines())
+    drift.fnmatch_lines(["baseline-greedy-b2*output_tokens_per_s*2*", "1 of 2 sessions*"])
 
 
 def test_a_baseline_of_other_hardware_fails_with_the_fix(project, tmp_path):

@@ -78,7 +78,7 @@ def test_benchmark_run_writes_reports_and_benchmark_json(pytester, tmp_path, mon
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     report_dir = tmp_path / "reports"
     bench_json = tmp_path / "bench.json"
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "--benchmark", "--perf-report", str(report_dir), f"--benchmark-json={bench_json}", "-v"
     )
     result.assert_outcomes(passed=2, failed=1)

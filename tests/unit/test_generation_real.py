@@ -184,7 +184,7 @@ def test_each_round_carries_the_runner_speed_probe_read_before_and_after_it(tiny
     assert SpeedProbe(rows=64, cols=256, products=1, tries=3)() > 0
 
 
-def test_the_saved_tokenizer_is_the_gguf_one(tokenizer, tmp_path, monkeypatch):
+def test_the_saved_tokenizer_is_the_gguf_one(tmp_path, monkeypatch):
     """The embedded tokenizer is read from the GGUF once and from a saved copy after that; the
     copy must tokenise exactly as the GGUF's own, chat template and special tokens included."""
     from perf.config.model import FIXTURES_DIR
@@ -192,24 +192,35 @@ def test_the_saved_tokenizer_is_the_gguf_one(tokenizer, tmp_path, monkeypatch):
     from perf.measure.backends import hf
     from perf.measure.batch import render
 
-    gguf = hf._gguf_tokenizer()
-    assert gguf.chat_template == tokenizer.chat_template
-    assert gguf.all_special_tokens == tokenizer.all_special_tokens
-    assert gguf.get_vocab() == tokenizer.get_vocab()
-    for prompt in load_prompts(FIXTURES_DIR / "prompts.jsonl"):
-        text = render(gguf, prompt)
-        assert render(tokenizer, prompt) == text
-        assert gguf(text)["input_ids"] == tokenizer(text)["input_ids"]
-    # a fresh cache folder: saved on first use, then reused
+    # a fresh cache folder: the GGUF is read (once; it takes seconds) and its tokenizer saved
     monkeypatch.setenv("GENPERF_CACHE_DIR", str(tmp_path))
+    read = []
+    real = hf._gguf_tokenizer
+
+    def reading():
+        read.append(real())
+        return read[-1]
+
+    monkeypatch.setattr(hf, "_gguf_tokenizer", reading)
     hf._embedded_tokenizer.cache_clear()
     try:
-        first = hf._embedded_tokenizer()
-        (saved,) = (tmp_path / "tokenizers").iterdir()
-        assert (saved / "tokenizer.json").is_file()
-        assert first.get_vocab() == gguf.get_vocab()
+        saved = hf._embedded_tokenizer()
+        hf._embedded_tokenizer.cache_clear()
+        again = hf._embedded_tokenizer()  # from the saved copy: the GGUF is not read again
     finally:
         hf._embedded_tokenizer.cache_clear()
+    (folder,) = (tmp_path / "tokenizers").iterdir()
+    assert (folder / "tokenizer.json").is_file()
+    assert len(read) == 1
+    gguf = read[0]
+    for tokenizer in (saved, again):
+        assert gguf.chat_template == tokenizer.chat_template
+        assert gguf.all_special_tokens == tokenizer.all_special_tokens
+        assert gguf.get_vocab() == tokenizer.get_vocab()
+        for prompt in load_prompts(FIXTURES_DIR / "prompts.jsonl"):
+            text = render(gguf, prompt)
+            assert render(tokenizer, prompt) == text
+            assert gguf(text)["input_ids"] == tokenizer(text)["input_ids"]
 
 
 def test_an_injected_slowdown_slows_the_first_token_by_its_own_share(tiny_loaded):
