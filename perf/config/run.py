@@ -167,6 +167,13 @@ class RunConfig:
     parity: str = field(
         default="auto", metadata={"help": "output-parity threshold kind against the reference"}
     )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "hf: a static KV cache and a torch.compile'd decode step (transformers'"
+            " cache_implementation = 'static'); compiled in the warm-up, its time reported"
+        },
+    )
     expect: tuple[Expectation, ...] = field(
         default=(), metadata={"help": "in-run ratio expectations against the reference config"}
     )
@@ -205,6 +212,11 @@ class RunConfig:
                 f"quantization = {self.quantization!r} applies to backend = 'hf' only;"
                 f" this config has backend = {self.backend!r}"
             )
+        if self.compile and (self.backend != "hf" or self.quantized):
+            raise ConfigError(
+                "compile = true applies to unquantized backend = 'hf' configs only; this config"
+                f" has backend = {self.backend!r}, quantization = {self.quantization!r}"
+            )
         if self.parity not in PARITY_KINDS:
             raise ConfigError(f"parity = {self.parity!r}: allowed: {', '.join(PARITY_KINDS)}")
 
@@ -224,6 +236,8 @@ class RunConfig:
         if self.quantized:
             return self.quantization.split("-")[0]
         if self.kernel_inject is True or kernels_injected or self.dtype != reference.dtype:
+            return "close"
+        if self.compile != reference.compile:  # generated kernels sum in another order
             return "close"
         return "exact"
 

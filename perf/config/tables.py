@@ -49,6 +49,7 @@ _CONFIG_KEYS = {
     "tp_size": int,
     "quantization": str,
     "parity": str,
+    "compile": bool,
     "expect": dict,
     "tolerance": dict,
 }

@@ -69,6 +69,10 @@ class RoundMeasurement:
         return values
 
 
+# How a compiled config's details say so (perf/measure/backends/hf.py writes it).
+COMPILED = "torch.compile"
+
+
 @dataclass(frozen=True)
 class Measurement:
     """All measured rounds of one (model, config, workload), or why there are none."""
@@ -87,6 +91,8 @@ class Measurement:
     hook_overhead_pct: float | None = None  # the hook's own time / e2e, median over rounds
     plain_overhead_pct: float | None = None  # median paired e2e ratio, hooked / plain, - 1
     plain_e2e_ms: tuple[float, ...] = ()  # the plain reference runs themselves
+    # The warm-up rounds' e2e, not judged: a compiled config compiles in the first one.
+    warmup_e2e_ms: tuple[float, ...] = ()
     details: str = ""  # how the model ran (backend, dtype, quantization method, kernels)
     # What was measured (perf/measure/identity.py): a stored baseline must match it.
     identity: Mapping[str, object] = field(default_factory=dict)
@@ -115,6 +121,7 @@ class Measurement:
         dtype: str,
         rounds: Sequence[RoundMeasurement],
         plain_e2e_ms: Sequence[float] = (),
+        warmup_e2e_ms: Sequence[float] = (),
         details: str = "",
         readings: Mapping[str, float | None] | None = None,
         identity: Mapping[str, object] | None = None,
@@ -160,6 +167,7 @@ class Measurement:
             hook_overhead_pct=hook[len(hook) // 2],
             plain_overhead_pct=plain_overhead,
             plain_e2e_ms=tuple(plain_e2e_ms),
+            warmup_e2e_ms=tuple(warmup_e2e_ms),
             details=details,
             identity=dict(identity or {}),
             untimed=untimed,
@@ -173,6 +181,19 @@ class Measurement:
     @property
     def case_id(self) -> str:
         return f"{self.config}-{self.workload}"
+
+    @property
+    def compiled(self) -> bool:
+        return COMPILED in self.details
+
+    @property
+    def first_call_extra_s(self) -> float | None:
+        """The first warm-up round's e2e beyond the median measured round's, in seconds: what
+        the cold start cost (a compiled config compiles there); None without a warm-up."""
+        e2e = self.metrics.get("e2e_latency_ms")
+        if not self.warmup_e2e_ms or e2e is None:
+            return None
+        return (self.warmup_e2e_ms[0] - e2e.stats.median) / 1e3
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -190,6 +211,7 @@ class Measurement:
             "hook_overhead_pct": self.hook_overhead_pct,
             "plain_overhead_pct": self.plain_overhead_pct,
             "plain_e2e_ms": list(self.plain_e2e_ms),
+            "warmup_e2e_ms": list(self.warmup_e2e_ms),
             "skipped": self.skipped,
             "error": self.error,
             "details": self.details,
@@ -208,8 +230,10 @@ class Measurement:
         lengths = data.get("output_lengths") or []
         stops = data.get("stop_reasons") or {}
         plain = data.get("plain_e2e_ms") or []
+        warmup = data.get("warmup_e2e_ms") or []
         assert isinstance(metrics, Mapping) and isinstance(lengths, list)
         assert isinstance(stops, Mapping) and isinstance(plain, list)
+        assert isinstance(warmup, list)
 
         def optional(key: str) -> str | None:
             value = data.get(key)
@@ -234,6 +258,7 @@ class Measurement:
             hook_overhead_pct=optional_float("hook_overhead_pct"),
             plain_overhead_pct=optional_float("plain_overhead_pct"),
             plain_e2e_ms=tuple(float(x) for x in plain),
+            warmup_e2e_ms=tuple(float(x) for x in warmup),
             details=str(data.get("details", "")),
             identity=dict(identity)
             if isinstance(identity := data.get("identity"), Mapping)

@@ -164,6 +164,13 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
             seen.add(r.config)
             lines.append(f"{r.config}: {r.measurement.details}")
     for r in results:
+        first = r.measurement.first_call_extra_s
+        if r.measurement.compiled and first is not None:
+            lines.append(
+                f"{r.case_id}: compiled in the warm-up: its first call took {first:.1f} s more"
+                " than the median round (not measured)"
+            )
+    for r in results:
         lines += [
             f"{r.case_id}: expectation not met: {f}" for f in r.comparison.expectation_failures
         ]

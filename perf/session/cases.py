@@ -46,6 +46,7 @@ class CaseRunner:
         plain_ms: Sequence[float] = (),
         warmup: int = 0,
         untimed: str = "",
+        warmup_rounds: Sequence[RoundMeasurement] = (),
     ) -> Measurement:
         """The measured ``rounds`` as a measurement, with the loaded model's own readings and
         the identity of what was measured (perf/measure/identity.py)."""
@@ -63,6 +64,7 @@ class CaseRunner:
             dtype=loaded.dtype,
             rounds=rounds,
             plain_e2e_ms=plain_ms,
+            warmup_e2e_ms=[r.e2e_ms for r in warmup_rounds],
             details=loaded.details,
             readings=self._readings,
             identity=identity,
@@ -123,7 +125,8 @@ class CaseRunner:
                 f"pytest-benchmark ran {len(measured)} of {warmup + rounds} calls"
                 " (--benchmark-disable?): no timing measurement"
             )
-        return self.measurement(kept, plain_ms, warmup, untimed)
+        warmed = () if untimed else measured[:warmup]
+        return self.measurement(kept, plain_ms, warmup, untimed, warmed)
 
     def remeasure(self, attempt: int, rounds: int) -> Measurement:
         """The case measured again (``--perf-remeasure``), ``rounds`` rounds, no warm-up."""

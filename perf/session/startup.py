@@ -32,6 +32,13 @@ def input_problems(
                 select_prompts(loaded, workload)
             except ConfigError as exc:
                 found.append(f"{settings.source}: {exc} ({settings.prompts})")
+    compiled = sorted({case.config.name for case in cases if case.config.compile})
+    if compiled and settings.warmup < 1:
+        found.append(
+            f"{settings.source}: warmup (--perf-warmup) = {settings.warmup}: config(s)"
+            f" {', '.join(compiled)} compile in their first call, which must be a warm-up;"
+            " set warmup >= 1"
+        )
     return found + place_problems(options)
 
 

@@ -80,10 +80,20 @@ def test_reference_config_runs_first():
         (q("int8"), "int8"),
         (q("int4-bnb-nf4"), "int4"),
         (q("int4", parity="off"), "off"),
+        (RunConfig("c", compile=True), "close"),
+        (RunConfig("c", compile=True, parity="exact"), "exact"),
     ],
 )
 def test_parity_kind_follows_from_the_config(config, kind):
     assert config.parity_kind(RunConfig("baseline")) == kind
+
+
+@pytest.mark.parametrize(
+    "fields", [{"backend": "deepspeed"}, {"quantization": "int8"}, {"quantization": "int4-bnb-nf4"}]
+)
+def test_compile_applies_to_plain_hf_configs_only(fields):
+    with pytest.raises(ConfigError, match="compile = true applies to unquantized backend = 'hf'"):
+        RunConfig("c", compile=True, **fields)
 
 
 @given(

@@ -22,6 +22,7 @@ from perf.errors import ModelLoadError
 from perf.measure.backends import LoadedModel
 from perf.measure.device import DeviceInfo
 from perf.measure.embedded import embedded_gguf_path
+from perf.measure.record import COMPILED
 
 if TYPE_CHECKING:
     import torch
@@ -239,6 +240,26 @@ def to_device(model: PreTrainedModel, device: DeviceInfo) -> PreTrainedModel:
     return moved
 
 
+def compile_decode(model: PreTrainedModel, device: DeviceInfo) -> str:
+    """Generate with a static KV cache and a ``torch.compile``'d decode step: transformers'
+    own path (``cache_implementation = "static"`` compiles the forward of every decode step;
+    the prefill stays eager). The first generate of each new shape compiles, in the warm-up.
+
+    transformers compiles on accelerators only unless its ``CompileConfig`` is flagged to
+    compile on every device (its own switch for the CPU); ``reduce-overhead`` (CUDA graphs)
+    applies on CUDA, the default mode elsewhere.
+    """
+    from transformers import CompileConfig
+
+    mode = "reduce-overhead" if device.is_cuda else "default"
+    compile_config = CompileConfig(mode=mode)
+    if not device.is_cuda:
+        compile_config._compile_all_devices = True
+    model.generation_config.cache_implementation = "static"
+    model.generation_config.compile_config = compile_config
+    return f"static KV cache, {COMPILED} ({mode}) decode step"
+
+
 def finish(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -279,4 +300,6 @@ def load(spec: ModelSpec, config: RunConfig, device: DeviceInfo) -> LoadedModel:
     tokenizer = load_tokenizer(spec)
     model = to_device(load_pretrained(spec, config, getattr(torch, dtype_name)), device)
     details = f"transformers, {dtype_name}, {config.attn_implementation} attention"
+    if config.compile:
+        details += ", " + compile_decode(model, device)
     return finish(model, tokenizer, spec, config, device, dtype_name, started, details)
