@@ -88,7 +88,8 @@ class Settings:
 
     model: str = setting(
         "embedded",
-        "Model: 'embedded' (SmolLM2-135M-Instruct, offline), 'tiny', a local folder or a hub id",
+        "Model: 'embedded' (SmolLM2-135M-Instruct, offline), 'tiny', 'synthetic:NAME' (a public"
+        " model's shape, random weights), a local folder or a hub id",
         flag="--perf-model",
         toml=str,
         metavar="NAME|PATH",

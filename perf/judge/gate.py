@@ -279,8 +279,10 @@ def compare_result(
     sessions: Sequence[int] = (),
     budget: SessionBudget | None = None,
     config: str = "",
+    lengths: bool = True,
 ) -> dict[str, MetricVerdict]:
-    """Verdicts for every gated metric either side has, and for the output lengths.
+    """Verdicts for every gated metric either side has, and for the output lengths (unless
+    ``lengths`` is False: a synthetic model's text, and so its lengths, are noise).
 
     A gated metric on one side only is ``missing`` (nothing compared). ``normalize``: timings
     are judged on the baseline runner's speed (``normalize_timings``) when both sides carry the
@@ -312,6 +314,8 @@ def compare_result(
             )
             verdict = verdict.with_note(note)
         verdicts[name] = verdict
+    if not lengths:
+        return verdicts
     if greedy:
         for name in LENGTH_METRICS:
             if name in current and name in baseline:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from perf.config.model import SYNTHETIC_LABEL, SYNTHETIC_NOTE
 from perf.judge.budget import SESSION_BUDGET
 from perf.judge.calibration import session_false_alarm
 from perf.judge.drift import SUGGEST_MARGIN, DriftSummary
@@ -155,6 +156,25 @@ def row(result: BenchmarkResult) -> tuple[str, ...]:
     )
 
 
+def compile_note(result: BenchmarkResult) -> str:
+    """What a compiled case's warm-up cost: its first call beyond its median round (where it
+    compiled), or that an earlier workload's graph served it (transformers marks shapes
+    dynamic once a second one compiles, docs/configuration.md)."""
+    first = result.measurement.first_call_extra_s
+    if first is None:
+        return f"{result.case_id}: no warm-up: the compilation is in the measured rounds"
+    round_s = result.metrics["e2e_latency_ms"].median / 1e3
+    if first <= round_s:
+        return (
+            f"{result.case_id}: no compilation in the warm-up (its first call took"
+            f" {first:+.1f} s against the median round): a graph compiled earlier served it"
+        )
+    return (
+        f"{result.case_id}: compiled in the warm-up: its first call took {first:.1f} s more"
+        " than the median round (not measured)"
+    )
+
+
 def notes(results: Sequence[BenchmarkResult]) -> list[str]:
     """How each config ran, and every comparison or expectation that needs a reader's eye."""
     lines: list[str] = []
@@ -163,13 +183,7 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
         if r.measurement.details and r.config not in seen:
             seen.add(r.config)
             lines.append(f"{r.config}: {r.measurement.details}")
-    for r in results:
-        first = r.measurement.first_call_extra_s
-        if r.measurement.compiled and first is not None:
-            lines.append(
-                f"{r.case_id}: compiled in the warm-up: its first call took {first:.1f} s more"
-                " than the median round (not measured)"
-            )
+    lines += [compile_note(r) for r in results if r.measurement.compiled and r.metrics]
     for r in results:
         lines += [
             f"{r.case_id}: expectation not met: {f}" for f in r.comparison.expectation_failures
@@ -197,6 +211,8 @@ def notes(results: Sequence[BenchmarkResult]) -> list[str]:
             lines.append(f"{r.case_id}: {r.gate.baseline_error}")
         if r.paired is not None:
             lines.append(f"{r.case_id}: {paired_summary(r.paired)}")
+    synthetic = sorted({r.model for r in results if r.model.startswith(SYNTHETIC_LABEL)})
+    lines += [f"{model}: {SYNTHETIC_NOTE}: parity and output lengths off" for model in synthetic]
     lines += device_notes(results)
     missing = [r.case_id for r in results if r.gate.baseline_note.startswith("no baseline")]
     if missing:

@@ -242,6 +242,7 @@ class BaselineGate:
                 sessions=baseline.session_rounds,
                 budget=self._budget(case, baseline),
                 config=case.config.name,
+                lengths=not self.options.model.synthetic,
             )
             return mark_own_tolerances(verdicts, overrides, case.config.name)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from perf.config.model import SYNTHETIC_NOTE
 from perf.config.settings import Settings
 from perf.judge.outcome import Comparison
 from perf.judge.parity import ParityResult, compare
@@ -109,6 +110,8 @@ class ReferenceComparison:
         """
         if not case.workload.greedy or runner.last_sequences is None:
             return None, "", False
+        if runner.loaded.spec.synthetic:
+            return None, f"parity off: {SYNTHETIC_NOTE}", False
         loaded, batch = runner.loaded, runner.batch
         pad = int(loaded.tokenizer.pad_token_id)
         tokens = continuations(runner.last_sequences, batch.padded_length, loaded.eos_token_ids)

@@ -45,7 +45,7 @@ class RevisionAB:
             warmup=max(1, settings.warmup),
             pyproject=pyproject.name,
             # the same model on both sides: the pull request changes the code, not the model
-            model=spec.kind if spec.kind in ("embedded", "tiny") else spec.location,
+            model=spec.value,
             device=None if settings.device == "auto" else settings.device,
             inject_slowdown=options.fault.slowdown,
         )

@@ -123,6 +123,29 @@ PROBES: list[tuple[str, Setup, pytest.ExitCode, str]] = [
         "*vllm*",
     ),
     (
+        "compiled-without-warm-up",
+        lambda p: (
+            p.edit(
+                "[tool.genperf.config.baseline]", "[tool.genperf.config.baseline]\ncompile = true"
+            )
+            or ["--perf-warmup", "0"]
+        ),
+        USAGE,
+        "*warmup (--perf-warmup) = 0: config(s) baseline compile in their first call*",
+    ),
+    (
+        "compile-on-deepspeed",
+        lambda p: (
+            p.edit(
+                "[tool.genperf.config.baseline]",
+                '[tool.genperf.config.baseline]\nbackend = "deepspeed"\ncompile = true',
+            )
+            or []
+        ),
+        USAGE,
+        "*compile = true applies to unquantized backend = 'hf' configs only*",
+    ),
+    (
         "batch-size-zero",
         lambda p: p.edit("batch_size = 1", "batch_size = 0") or [],
         USAGE,

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -146,3 +147,34 @@ def test_non_finite_values_never_stop_the_reports_or_the_history(tmp_path, monke
     (entry,), skipped = load(history)
     assert "NaN" not in history.read_text() and skipped == []
     assert entry.medians["b-w"] == {}  # left out, not written as null or NaN
+
+
+@pytest.mark.parametrize(
+    ("warmup", "says"),
+    [
+        ((45_500.0,), "compiled in the warm-up: its first call took 43.5 s more than the median"),
+        ((1_700.0,), "no compilation in the warm-up (its first call took -0.3 s against"),
+        ((), "no warm-up: the compilation is in the measured rounds"),
+    ],
+)
+def test_a_compiled_case_says_what_its_warm_up_cost(warmup, says):
+    from perf.measure.record import COMPILED
+    from perf.report.table import notes
+
+    e2e = MetricSamples.of("e2e_latency_ms", (1_900.0, 2_000.0, 2_100.0))
+    plain = measured()
+    compiled = dataclasses.replace(
+        plain.measurement,
+        config="compiled",
+        details=f"transformers, static KV cache, {COMPILED} (default) decode step",
+        metrics={**plain.metrics, "e2e_latency_ms": e2e},
+        warmup_e2e_ms=warmup,
+    )
+    lines = notes([BenchmarkResult(compiled), plain])
+    assert [line for line in lines if line.startswith("compiled-w1: ")] == [
+        next(line for line in lines if says in line)
+    ]
+    assert not any(line.startswith("baseline-w1: ") and "warm-up" in line for line in lines)
+    # kept in report.json
+    again = Measurement.from_dict(compiled.to_dict())
+    assert again.warmup_e2e_ms == tuple(warmup) and again.compiled

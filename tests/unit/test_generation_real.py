@@ -260,3 +260,36 @@ def test_the_speed_probe_runs_only_when_the_gate_normalises(tiny_loaded):
     on = ModelPool(spec, cpu, Path("prompts.jsonl"), speed_probe=True)
     on.start()
     assert on.speed_probe is not None
+
+
+def test_the_compiled_config_compiles_in_its_first_call_and_keeps_the_greedy_tokens(tiny_loaded):
+    """compile = true for real on the tiny model: transformers' static cache and a compiled
+    decode step (inductor on this CPU); the first call compiles, later calls reuse it, and the
+    greedy tokens are the uncompiled model's."""
+    import torch
+
+    from perf.config.model import ModelSpec
+    from perf.config.run import RunConfig
+    from perf.measure import backends
+    from perf.measure.device import DeviceInfo
+
+    compiled = backends.load(
+        ModelSpec.resolve("tiny", None, "tests"),
+        RunConfig("compiled", compile=True),
+        DeviceInfo("cpu"),
+    )
+    assert "static KV cache, torch.compile (default) decode step" in compiled.details
+    workload = Workload("w", ("short",), 1, SamplingParams(max_new_tokens=8))
+    torch._dynamo.reset()
+    runner = runner_for(compiled, workload)
+    first = runner.measure()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # something compiled
+    graphs = dict(torch._dynamo.utils.counters["stats"])
+    again = [runner.measure() for _ in range(2)]
+    assert dict(torch._dynamo.utils.counters["stats"])["unique_graphs"] == graphs["unique_graphs"]
+    # the first call carried the compilation: many times a compiled call (a ratio, not a time)
+    assert first.e2e_ms > 5 * max(r.e2e_ms for r in again)
+    plain = runner_for(tiny_loaded, workload)
+    plain.measure()
+    assert torch.equal(runner.last_sequences, plain.last_sequences)
+    assert [r.lengths.lengths for r in again] == [(8,), (8,)]

@@ -114,7 +114,7 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
 
     from transformers import AutoTokenizer
 
-    if spec.kind in ("embedded", "tiny"):
+    if spec.kind == "embedded" or spec.random_weights:
         # Copied so that callers changing attributes do not leak into the cached instance.
         tokenizer = copy.copy(_embedded_tokenizer())
     else:
@@ -161,12 +161,13 @@ def _cache_key(spec: ModelSpec) -> str:
 
 
 def materialised_folder(spec: ModelSpec) -> Path:
-    """A safetensors folder holding the embedded or tiny model, built once and then reused.
+    """A safetensors folder holding the embedded, tiny or a synthetic model, built once (on the
+    CPU) and then reused.
 
-    The embedded GGUF takes ~24 s to dequantise on every load (measured here) and the tiny model
-    exists only as a config; quantization configs in transformers need a regular checkpoint.
-    Both are written once, in float32, with ``save_pretrained`` into a temporary folder that is
-    renamed into place, so concurrent sessions never see half a checkpoint.
+    The embedded GGUF takes ~24 s to dequantise on every load (measured here), the tiny and
+    synthetic models exist only as a config, and quantization configs in transformers need a
+    regular checkpoint. Each is written once with ``save_pretrained`` into a temporary folder
+    that is renamed into place, so concurrent sessions never see half a checkpoint.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -183,10 +184,13 @@ def materialised_folder(spec: ModelSpec) -> Path:
         _drop_gguf_marker(model)
     else:
         model_config = AutoConfig.from_pretrained(spec.location, local_files_only=True)
-        # A fixed seed makes the random tiny model identical in every run and process.
+        # A fixed seed makes a random model identical in every run and process. A synthetic
+        # model is stored in bfloat16 (half the disk: 15 GB for llama-8b), the tiny one in float32
+        # (its tests compare it bit for bit with a freshly seeded model).
+        stored = torch.bfloat16 if spec.synthetic else torch.float32
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_config(model_config, dtype=stored)
 
     def save(staging: Path) -> None:
         model.save_pretrained(staging)
@@ -211,7 +215,7 @@ def load_pretrained(
         "disable_mmap": True,
     }
     try:
-        if spec.kind in ("embedded", "tiny"):
+        if spec.kind == "embedded" or spec.random_weights:
             folder = materialised_folder(spec)
             return AutoModelForCausalLM.from_pretrained(
                 folder, local_files_only=True, use_safetensors=True, **common, **extra
