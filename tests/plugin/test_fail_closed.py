@@ -2,6 +2,7 @@
 CI run, with the command that fixes it. End to end on the tiny model, through pytest."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,9 @@ def test_no_baseline_fails_under_ci_with_the_record_and_commit_commands(
     project, tmp_path, monkeypatch
 ):
     pytester, _ = project
+    # with this suite's own conftest.py, as tests/benchmarks runs under `make bench`: its
+    # autouse fixture unsets CI for the unit tests and must leave the benchmarks alone
+    pytester.makeconftest((Path(__file__).parents[1] / "conftest.py").read_text())
     local, report = run(pytester, tmp_path, "local")
     local.assert_outcomes(passed=1)  # off outside CI: a visible note, not a failure
     assert report["not_judged"].startswith("no baseline for this hardware")
