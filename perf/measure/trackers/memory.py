@@ -314,25 +314,35 @@ class MemoryTracker:
     def _track_rss(self) -> Iterator[None]:
         """Peak RSS of the call, measured from a reset so it does not depend on what ran before:
         freed heap is handed back first (``trim_host_memory``), then the kernel's high-water
-        mark is reset (``/proc/self/clear_refs``) and read after the call (``VmHWM``); the
-        100 Hz sampler is the fallback where /proc does not allow that (not Linux)."""
+        mark is reset (``/proc/self/clear_refs``) and read after the call (``VmHWM``). Only
+        where /proc does not allow that (not Linux) does a 100 Hz sampler thread run: on two
+        cores it cost a measured round +3 % of a tiny-model generate while VmHWM was exact
+        (docs/records/2026-12-02-harness-fidelity.md)."""
         import psutil
 
         process = psutil.Process()
         trim_host_memory(generation=0)
-        exact = reset_peak_rss()
+        before = self._rss_before_load_mib
+        if reset_peak_rss():
+            try:
+                yield
+            finally:
+                hwm = peak_rss_since_reset()
+                peak = hwm if hwm is not None else process.memory_info().rss / MIB
+                self.result = MemoryResult(
+                    source="vmhwm" if hwm is not None else "psutil-rss",
+                    peak_rss_mib=peak,
+                    peak_rss_delta_mib=None if before is None else peak - before,
+                )
+            return
         sampler = PeakSampler(lambda: process.memory_info().rss / MIB, RSS_INTERVAL_S, "rss")
         try:
             with sampler:
                 yield
         finally:
-            before = self._rss_before_load_mib
             peak = sampler.peak
-            hwm = peak_rss_since_reset() if exact else None
-            if hwm is not None and peak is not None:
-                peak = max(peak, hwm)
             self.result = MemoryResult(
-                source="psutil-rss" if hwm is None else "vmhwm",
+                source="psutil-rss",
                 peak_rss_mib=peak,
                 peak_rss_delta_mib=None if before is None or peak is None else peak - before,
                 sample_count=len(sampler.samples),
