@@ -116,8 +116,13 @@ class BenchmarkResult:
         m = self.measurement
         if m.model_bytes is None or m.untimed:
             return None
-        tpot = m.metrics.get("tpot_ms")
-        return roofline(m.model_bytes, None if tpot is None else tpot.median, m.peak)
+        tpot, ttft = m.metrics.get("tpot_ms"), m.metrics.get("ttft_ms")
+        return roofline(
+            m.model_bytes,
+            None if tpot is None else tpot.median,
+            m.peak,
+            None if ttft is None else ttft.median,
+        )
 
     @property
     def output_lengths(self) -> tuple[tuple[int, ...], ...]:

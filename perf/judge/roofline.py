@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from perf.measure.bandwidth import ModelBytes, PeakBandwidth
+from perf.measure.bandwidth import DevicePeak, ModelBytes
 
 # A decode step slower than this many times its bandwidth floor is reported host-bound: less
 # than a fifth of the step can be memory traffic, so the kernels' speed is not what limits it.
@@ -29,6 +29,11 @@ class Roofline:
     tpot_ms: float  # median over the measured rounds
     peak_gbps: float | None  # None: no peak known for this device
     peak_source: str  # e.g. "measured: torch copy, 2 x 256 MiB" or "table: H100 SXM"
+    # The prefill against the device's matmul peak (MFU); None where not known or measured.
+    prefill_flops: float = 0.0
+    ttft_ms: float | None = None
+    peak_tflops: float | None = None
+    peak_tflops_source: str = ""
 
     @property
     def achieved_gbps(self) -> float:
@@ -42,6 +47,34 @@ class Roofline:
     def floor_ms(self) -> float | None:
         """The fastest a step could be: its bytes at peak bandwidth."""
         return None if not self.peak_gbps else self.bytes_per_step / (self.peak_gbps * 1e9) * 1000
+
+    @property
+    def achieved_tflops(self) -> float | None:
+        """The prefill's FLOPs over the time to first token (the prefill and one sampling)."""
+        if not self.prefill_flops or not self.ttft_ms:
+            return None
+        return self.prefill_flops / (self.ttft_ms / 1000) / 1e12
+
+    @property
+    def mfu(self) -> float | None:
+        achieved = self.achieved_tflops
+        return None if achieved is None or not self.peak_tflops else achieved / self.peak_tflops
+
+    def describe_prefill(self) -> str:
+        achieved = self.achieved_tflops
+        if achieved is None:
+            return "prefill FLOPs not known: MFU not reported"
+        text = (
+            f"prefill {self.prefill_flops / 1e9:.3g} GFLOP in TTFT {self.ttft_ms:.1f} ms ="
+            f" {1000 * achieved:.1f} GFLOP/s"
+        )
+        mfu, peak = self.mfu, self.peak_tflops
+        if mfu is None or peak is None:
+            return f"{text} (no peak compute known: MFU not reported)"
+        return (
+            f"{text}, MFU {100 * mfu:.1f} % of {1000 * peak:.0f} GFLOP/s"
+            f" ({self.peak_tflops_source})"
+        )
 
     @property
     def host_bound(self) -> bool:
@@ -66,11 +99,16 @@ class Roofline:
             "mbu": self.mbu,
             "floor_ms": self.floor_ms,
             "host_bound": self.host_bound,
+            "achieved_tflops": self.achieved_tflops,
+            "mfu": self.mfu,
         }
 
 
 def roofline(
-    bytes_: ModelBytes, tpot_ms: float | None, peak: PeakBandwidth | None
+    bytes_: ModelBytes,
+    tpot_ms: float | None,
+    peak: DevicePeak | None,
+    ttft_ms: float | None = None,
 ) -> Roofline | None:
     """The case's roofline; None without a TPOT (one new token, or none measured)."""
     if tpot_ms is None or not tpot_ms > 0:
@@ -82,4 +120,8 @@ def roofline(
         tpot_ms=tpot_ms,
         peak_gbps=None if peak is None else peak.gbps,
         peak_source="" if peak is None else peak.source,
+        prefill_flops=bytes_.prefill_flops,
+        ttft_ms=ttft_ms if ttft_ms is not None and ttft_ms > 0 else None,
+        peak_tflops=None if peak is None else peak.tflops,
+        peak_tflops_source="" if peak is None else peak.tflops_source,
     )

@@ -40,6 +40,21 @@ GPU_PEAK_GBPS: tuple[tuple[str, float], ...] = (
     ("L4", 300.0),
 )
 
+# Dense bfloat16 tensor-core throughput, TFLOPS (without sparsity), same matching as above.
+# Sources: NVIDIA's data sheets: H100 SXM and H200 989, H100 PCIe 756, A100 312, L40S 362,
+# L4 121.
+GPU_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+)
+# This CPU's matmul peak: float32 (the CPU configs' dtype), large enough for the BLAS's best
+MATMUL_SIZE = 2048
+MATMUL_REPEATS = 5
+
 
 @dataclass(frozen=True)
 class ModelBytes:
@@ -50,6 +65,12 @@ class ModelBytes:
     batch: int
     prompt_tokens: int  # padded prompt length
     new_tokens: float  # mean generated tokens per sequence
+    # The prefill's arithmetic (docs/metrics.md, "Roofline"): the weights of every matmul each
+    # prompt position goes through, the LM head's (a prefill computes it for the last position
+    # only), and layers x heads x head_dim of attention. 0 in reports written before them.
+    linear_params: int = 0
+    head_params: int = 0
+    attention_width: int = 0
 
     @property
     def mean_context(self) -> float:
@@ -64,11 +85,25 @@ class ModelBytes:
     def bytes_per_step(self) -> float:
         return self.weight_bytes + self.kv_bytes_per_step
 
+    @property
+    def prefill_flops(self) -> float:
+        """The prompt's forward pass over the padded batch: 2 FLOPs (a multiply-add) per weight
+        per position through every matmul, the LM head for the last position, and attention's
+        QK^T and AV over the causal prefix (each 2 T^2 d, halved by the mask)."""
+        positions = self.batch * self.prompt_tokens
+        attention = 2 * self.batch * self.prompt_tokens**2 * self.attention_width
+        return 2 * self.linear_params * positions + 2 * self.head_params * self.batch + attention
+
 
 @dataclass(frozen=True)
-class PeakBandwidth:
-    gbps: float | None  # None: not known for this device
+class DevicePeak:
+    """The device's limits the roofline divides by: memory bandwidth, and dense matmul
+    throughput in its working dtype (None: not known for this device)."""
+
+    gbps: float | None
     source: str  # how it was found, for the reports
+    tflops: float | None = None
+    tflops_source: str = ""
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
@@ -105,6 +140,22 @@ def _packed_weights(model: torch.nn.Module) -> list[torch.Tensor]:
     return found
 
 
+def _matmul_params(model: torch.nn.Module) -> tuple[int, int]:
+    """Weights of the linear layers a prompt position goes through, and the LM head's."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linear = head_params = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if not hasattr(module, "in_features") or weight is None:
+            continue
+        count = int(module.in_features) * int(module.out_features)
+        if module is head:
+            head_params = count
+        else:
+            linear += count
+    return linear, head_params
+
+
 def model_bytes(loaded: LoadedModel, batch: PreparedBatch, new_tokens: float) -> ModelBytes:
     """The weights a step reads as stored (shared tensors once, an input embedding read by
     rows left out) and the KV cache's bytes per position."""
@@ -123,13 +174,18 @@ def model_bytes(loaded: LoadedModel, batch: PreparedBatch, new_tokens: float) ->
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
     dtype = getattr(model, "dtype", torch.float32)
     element = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
-    per_token = 2 * int(config.num_hidden_layers) * kv_heads * head_dim * element
+    layers = int(config.num_hidden_layers)
+    per_token = 2 * layers * kv_heads * head_dim * element
+    linear, head = _matmul_params(model)
     return ModelBytes(
         weight_bytes=weights,
         kv_bytes_per_token=per_token,
         batch=int(batch.input_ids.shape[0]),
         prompt_tokens=batch.padded_length,
         new_tokens=new_tokens,
+        linear_params=linear,
+        head_params=head,
+        attention_width=layers * heads * head_dim,
     )
 
 
@@ -154,21 +210,47 @@ def copy_bandwidth_gbps(device: str, mib: int = COPY_MIB, repeats: int = COPY_RE
     return 2 * count * 4 / best / 1e9
 
 
-def peak_bandwidth(device: DeviceInfo, environment: Fingerprint) -> PeakBandwidth:
+def matmul_tflops(device: str, dtype: str, size: int = MATMUL_SIZE) -> float:
+    """Best of ``MATMUL_REPEATS`` square matmuls of ``size`` in ``dtype`` on ``device``."""
+    import torch
+
+    a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
+    b = torch.randn_like(a)
+    torch.mm(a, b)  # first call: kernel selection and allocation are not throughput
+    best = float("inf")
+    for _ in range(MATMUL_REPEATS):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
+def peak_bandwidth(device: DeviceInfo, environment: Fingerprint) -> DevicePeak:
     """The device's peak bandwidth, found now: a GPU model's datasheet figure (with a measured
     copy as its cross-check), or this CPU's measured copy bandwidth. The session caches the CPU
     figure per hardware fingerprint (perf/store/cache.py)."""
     if device.is_cuda:
         name = str(environment.hardware.get("gpu_name") or "")
+        tflops = next((t for pattern, t in GPU_PEAK_TFLOPS if pattern in name), None)
+        compute = f"datasheet, dense bfloat16, {name}" if tflops else f"{name} not in the table"
         for pattern, gbps in GPU_PEAK_GBPS:
             if pattern in name:
                 measured = copy_bandwidth_gbps(device.name)
-                return PeakBandwidth(
-                    gbps, f"datasheet {pattern}; measured copy {measured:.0f} GB/s"
+                return DevicePeak(
+                    gbps, f"datasheet {pattern}; measured copy {measured:.0f} GB/s", tflops, compute
                 )
-        return PeakBandwidth(None, f"{name or 'this GPU'} is not in the bandwidth table")
+        where = f"{name or 'this GPU'} is not in the bandwidth table"
+        return DevicePeak(None, where, tflops, compute)
     gbps = copy_bandwidth_gbps("cpu")
+    tflops = matmul_tflops("cpu", "float32")
     when = time.strftime("%Y-%m-%d", time.gmtime())
-    return PeakBandwidth(
-        gbps, f"measured copy of {COPY_MIB} MiB (read + write), best of {COPY_REPEATS}, {when}"
+    return DevicePeak(
+        gbps,
+        f"measured copy of {COPY_MIB} MiB (read + write), best of {COPY_REPEATS}, {when}",
+        tflops,
+        f"measured float32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}, best of {MATMUL_REPEATS}, {when}",
     )

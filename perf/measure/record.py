@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from perf.measure.bandwidth import ModelBytes, PeakBandwidth
+from perf.measure.bandwidth import DevicePeak, ModelBytes
 from perf.measure.trackers.energy import GpuClocks, energy_per_token, throttled_rounds
 from perf.measure.trackers.length import STOP_REASONS, LengthResult
 from perf.measure.trackers.memory import MemoryResult
@@ -104,7 +104,7 @@ class Measurement:
     # The roofline's inputs (perf/measure/bandwidth.py): what a decode step reads, and the
     # device's peak bandwidth (None: not found).
     model_bytes: ModelBytes | None = None
-    peak: PeakBandwidth | None = None
+    peak: DevicePeak | None = None
     # Energy: where it was read ("" when not), or why not; rounds the GPU ran under a slowdown.
     energy_source: str = ""
     energy_note: str = ""
@@ -127,7 +127,7 @@ class Measurement:
         identity: Mapping[str, object] | None = None,
         untimed: str = "",
         model_bytes: ModelBytes | None = None,
-        peak: PeakBandwidth | None = None,
+        peak: DevicePeak | None = None,
         energy: tuple[str, str] = ("", ""),
     ) -> Measurement:
         """The rounds' metrics; ``readings`` are one value per loaded model (its load memory),
@@ -269,7 +269,7 @@ class Measurement:
             model_bytes=ModelBytes(**stored)
             if isinstance(stored := data.get("model_bytes"), dict)
             else None,
-            peak=PeakBandwidth(**peak)
+            peak=DevicePeak(**peak)
             if isinstance(peak := data.get("peak_bandwidth"), dict)
             else None,
             energy_source=str(data.get("energy_source", "")),

@@ -25,10 +25,17 @@ def device_notes(results: Sequence[BenchmarkResult]) -> list[str]:
     for peak in sorted(peaks, key=lambda p: p.source):
         known = "unknown" if peak.gbps is None else f"{peak.gbps:.1f} GB/s"
         lines.append(f"MBU: model bandwidth utilisation against {known} ({peak.source})")
+        if peak.tflops is not None:
+            lines.append(
+                f"MFU: the prefill's model FLOPs utilisation against"
+                f" {1000 * peak.tflops:.0f} GFLOP/s ({peak.tflops_source})"
+            )
     for r in measured:
         line = r.roofline
         if line is not None and line.host_bound:
             lines.append(f"{r.case_id}: host-bound: {line.describe()}")
+        if line is not None and line.mfu is not None:
+            lines.append(f"{r.case_id}: {line.describe_prefill()}")
     sources = {(r.measurement.energy_source, r.measurement.energy_note) for r in measured}
     for source, note in sorted(s for s in sources if any(s)):  # none: a report before energy
         lines.append(f"energy: {source}" if source else f"energy: not measured: {note}")

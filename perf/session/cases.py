@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from perf.measure.bandwidth import PeakBandwidth, model_bytes
+from perf.measure.bandwidth import DevicePeak, model_bytes
 from perf.measure.identity import measured_identity
 from perf.measure.record import Measurement, RoundMeasurement
 from perf.measure.runner import GenerationRunner
@@ -31,7 +31,7 @@ class CaseRunner:
         runner: GenerationRunner,
         readings: dict[str, float | None],
         progress: Progress | None = None,
-        peak: PeakBandwidth | None = None,
+        peak: DevicePeak | None = None,
     ) -> None:
         self.case = case
         self.runner = runner

@@ -21,7 +21,7 @@ from perf.judge.gate import failing_verdicts
 from perf.judge.outcome import BenchmarkResult
 from perf.judge.soak import SoakResult
 from perf.measure.backends import LoadedModel
-from perf.measure.bandwidth import PeakBandwidth, peak_bandwidth
+from perf.measure.bandwidth import DevicePeak, peak_bandwidth
 from perf.measure.device import DeviceInfo, resolve_device, unavailable_reason
 from perf.measure.fingerprint import Fingerprint, fingerprint
 from perf.measure.record import Measurement
@@ -118,7 +118,7 @@ class PerfSession:
         return CaseRunner(case, runner, self.pool.load_readings, progress, peak)
 
     @functools.cached_property
-    def peak_bandwidth(self) -> PeakBandwidth:
+    def peak_bandwidth(self) -> DevicePeak:
         """The device's peak memory bandwidth, the roofline's denominator (docs/metrics.md):
         the CPU's measured once per hardware fingerprint and cached."""
         env = self.environment
@@ -127,7 +127,7 @@ class PerfSession:
                 return peak_bandwidth(self.device, env)
             return cached_peak(env.slug, lambda: peak_bandwidth(self.device, env))
         except (RuntimeError, MemoryError) as exc:
-            return PeakBandwidth(None, f"not measured: {exc}")
+            return DevicePeak(None, f"not measured: {exc}")
 
     def run(
         self, case: Case, pedantic: Pedantic, progress: Progress | None = None

@@ -6,9 +6,10 @@ import pytest
 from perf.judge.roofline import HOST_BOUND_FACTOR, roofline
 from perf.measure.bandwidth import (
     GPU_PEAK_GBPS,
+    DevicePeak,
     ModelBytes,
-    PeakBandwidth,
     copy_bandwidth_gbps,
+    matmul_tflops,
     model_bytes,
     tensor_bytes,
 )
@@ -25,7 +26,7 @@ def test_bytes_per_step_are_the_weights_and_the_kv_cache_at_the_mean_context():
 
 
 def test_mbu_and_the_floor_and_host_bound():
-    line = roofline(BYTES, tpot_ms=50.0, peak=PeakBandwidth(20.0, "measured"))
+    line = roofline(BYTES, tpot_ms=50.0, peak=DevicePeak(20.0, "measured"))
     assert line.achieved_gbps == pytest.approx(500_240_000 / 0.05 / 1e9)  # 10.0 GB/s
     assert line.mbu == pytest.approx(line.achieved_gbps / 20.0)
     assert line.floor_ms == pytest.approx(500_240_000 / 20e9 * 1000)  # 25 ms
@@ -33,14 +34,39 @@ def test_mbu_and_the_floor_and_host_bound():
     slow = roofline(BYTES, tpot_ms=line.floor_ms * HOST_BOUND_FACTOR * 1.01, peak=line_peak(20))
     assert slow.host_bound and "host-bound" in slow.describe()
     assert roofline(BYTES, tpot_ms=None, peak=line_peak(20)) is None
-    unknown = roofline(BYTES, tpot_ms=50.0, peak=PeakBandwidth(None, "not in the table"))
+    unknown = roofline(BYTES, tpot_ms=50.0, peak=DevicePeak(None, "not in the table"))
     assert unknown.mbu is None and not unknown.host_bound
     assert "MBU not reported" in unknown.describe()
     assert unknown.to_dict()["achieved_gbps"] == pytest.approx(10.0048)
 
 
+def test_the_prefills_flops_and_mfu():
+    """2 FLOPs per weight per prompt position, the LM head once per sequence, attention's
+    causal QK^T and AV; MFU against the device's matmul peak."""
+    shape = ModelBytes(
+        weight_bytes=1,
+        kv_bytes_per_token=1,
+        batch=2,
+        prompt_tokens=100,
+        new_tokens=8,
+        linear_params=1_000_000,
+        head_params=50_000,
+        attention_width=64,
+    )
+    assert shape.prefill_flops == 2 * 1_000_000 * 200 + 2 * 50_000 * 2 + 2 * 2 * 100**2 * 64
+    peak = DevicePeak(20.0, "copy", 0.5, "matmul")
+    line = roofline(shape, tpot_ms=50.0, peak=peak, ttft_ms=10.0)
+    assert line.achieved_tflops == pytest.approx(shape.prefill_flops / 0.010 / 1e12)
+    assert line.mfu == pytest.approx(line.achieved_tflops / 0.5)
+    assert "MFU" in line.describe_prefill() and line.to_dict()["mfu"] == line.mfu
+    # no peak compute known (a GPU not in the table), no TTFT, or a report from before
+    assert roofline(shape, 50.0, DevicePeak(20.0, "copy"), ttft_ms=10.0).mfu is None
+    assert roofline(shape, 50.0, peak).mfu is None
+    assert roofline(BYTES, 50.0, peak, ttft_ms=10.0).achieved_tflops is None
+
+
 def line_peak(gbps):
-    return PeakBandwidth(gbps, "test")
+    return DevicePeak(gbps, "test")
 
 
 def test_the_tiny_models_bytes_are_its_float32_parameters_once(tiny_loaded):
@@ -58,6 +84,12 @@ def test_the_tiny_models_bytes_are_its_float32_parameters_once(tiny_loaded):
     assert found.kv_bytes_per_token == 2 * 2 * 2 * 16 * 4  # K and V, layers, heads, dim, fp32
     assert (found.batch, found.prompt_tokens) == (3, batch.padded_length)
     assert config.num_key_value_heads == 2
+    # the prefill's matmuls: every nn.Linear but the (tied) LM head, which is the head
+    linears = [m for m in tiny_loaded.model.modules() if isinstance(m, torch.nn.Linear)]
+    head = tiny_loaded.model.get_output_embeddings()
+    assert found.head_params == head.weight.numel() == 49152 * 64
+    assert found.linear_params == sum(m.weight.numel() for m in linears if m is not head)
+    assert found.attention_width == 2 * 4 * 16  # layers x heads x head_dim
     assert tensor_bytes(torch.zeros(10, dtype=torch.bfloat16)) == 20
 
 
@@ -112,13 +144,18 @@ def test_the_cpu_copy_bandwidth_is_measured_and_cached_per_hardware(tmp_path, mo
     assert 0.1 < gbps < 10_000  # a real copy: between a slow disk and HBM
     calls = []
 
+    tflops = matmul_tflops("cpu", "float32", size=256)
+    assert 1e-4 < tflops < 1_000  # a real matmul: between a slow core and a GPU's tensor cores
+
     def measure():
         calls.append(1)
-        return PeakBandwidth(gbps, "measured copy")
+        return DevicePeak(gbps, "measured copy", tflops, "measured matmul")
 
     first = cached_peak("cpu-test", measure)
     again = cached_peak("cpu-test", measure)
     assert calls == [1] and first.gbps == gbps and again.gbps == pytest.approx(gbps, rel=1e-5)
+    assert again.tflops == pytest.approx(tflops, rel=1e-5)
+    assert again.tflops_source == "measured matmul (cached)"
     assert (
         "cached:" in again.source and (tmp_path / "genperf" / "bandwidth-cpu-test.json").is_file()
     )
