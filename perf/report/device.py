@@ -46,3 +46,22 @@ def device_notes(results: Sequence[BenchmarkResult]) -> list[str]:
         if r.measurement.throttled_rounds
     ]
     return lines
+
+
+def compile_note(result: BenchmarkResult) -> str:
+    """What a compiled case's warm-up cost: its first call beyond its median round (where it
+    compiled), or that an earlier workload's graph served it (transformers marks shapes
+    dynamic once a second one compiles, docs/configuration.md)."""
+    first = result.measurement.first_call_extra_s
+    if first is None:
+        return f"{result.case_id}: no warm-up: the compilation is in the measured rounds"
+    round_s = result.metrics["e2e_latency_ms"].median / 1e3
+    if first <= round_s:
+        return (
+            f"{result.case_id}: no compilation in the warm-up (its first call took"
+            f" {first:+.1f} s against the median round): a graph compiled earlier served it"
+        )
+    return (
+        f"{result.case_id}: compiled in the warm-up: its first call took {first:.1f} s more"
+        " than the median round (not measured)"
+    )

@@ -17,7 +17,7 @@ from perf.judge.drift import SUGGEST_MARGIN, DriftSummary
 from perf.judge.gate import CLEARING
 from perf.judge.outcome import BenchmarkResult
 from perf.judge.paired import PairedOutcome
-from perf.report.device import device_notes, mbu_cell
+from perf.report.device import compile_note, device_notes, mbu_cell
 
 if TYPE_CHECKING:
     from perf.scenarios.memory_model import MemoryPrediction
@@ -153,25 +153,6 @@ def row(result: BenchmarkResult) -> tuple[str, ...]:
         _parity(result),
         verdict_summary(result),
         result.measurement.memory_source,
-    )
-
-
-def compile_note(result: BenchmarkResult) -> str:
-    """What a compiled case's warm-up cost: its first call beyond its median round (where it
-    compiled), or that an earlier workload's graph served it (transformers marks shapes
-    dynamic once a second one compiles, docs/configuration.md)."""
-    first = result.measurement.first_call_extra_s
-    if first is None:
-        return f"{result.case_id}: no warm-up: the compilation is in the measured rounds"
-    round_s = result.metrics["e2e_latency_ms"].median / 1e3
-    if first <= round_s:
-        return (
-            f"{result.case_id}: no compilation in the warm-up (its first call took"
-            f" {first:+.1f} s against the median round): a graph compiled earlier served it"
-        )
-    return (
-        f"{result.case_id}: compiled in the warm-up: its first call took {first:.1f} s more"
-        " than the median round (not measured)"
     )
 
 

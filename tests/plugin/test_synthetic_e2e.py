@@ -26,6 +26,16 @@ prompts = "{prompts}"
 baselines = "{baselines}"
 configs = ["baseline", "deepspeed"]
 
+# This test checks which verdicts a synthetic model gets, not how fast it ran: a 2 ms step on
+# the shared 2-core runner moved TTFT +56 % between two sessions here (2026-12-02), so the
+# tolerances are wide (as in test_gate_e2e.py, whose comment has the numbers).
+[tool.genperf.tolerance]
+output_tokens_per_s = 90
+e2e_latency_ms = 300
+ttft_ms = 300
+tpot_ms = 300
+peak_rss_delta_mib = 1000
+
 [tool.genperf.config.baseline]
 
 [tool.genperf.config.deepspeed]
