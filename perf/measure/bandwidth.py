@@ -11,6 +11,7 @@ sources below), and a device-to-device copy measured the same way as the cross-c
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -197,17 +198,8 @@ def copy_bandwidth_gbps(device: str, mib: int = COPY_MIB, repeats: int = COPY_RE
     count = mib * 2**20 // 4
     source = torch.ones(count, dtype=torch.float32, device=device)
     target = torch.empty_like(source)
-    target.copy_(source)  # first touch: page faults are not bandwidth
-    best = float("inf")
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        target.copy_(source)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * count * 4 / best / 1e9
+    # the first copy touches every page: page faults are not bandwidth
+    return 2 * count * 4 / _best_seconds(device, lambda: target.copy_(source), repeats) / 1e9
 
 
 def matmul_tflops(device: str, dtype: str, size: int = MATMUL_SIZE) -> float:
@@ -216,17 +208,26 @@ def matmul_tflops(device: str, dtype: str, size: int = MATMUL_SIZE) -> float:
 
     a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
     b = torch.randn_like(a)
-    torch.mm(a, b)  # first call: kernel selection and allocation are not throughput
+    # the first call selects the kernel and allocates: not throughput
+    return 2 * size**3 / _best_seconds(device, lambda: torch.mm(a, b), MATMUL_REPEATS) / 1e12
+
+
+def _best_seconds(device: str, work: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``work`` on ``device``, after one untimed."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    work()
     best = float("inf")
-    for _ in range(MATMUL_REPEATS):
-        if device.startswith("cuda"):
+    for _ in range(repeats):
+        if cuda:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        torch.mm(a, b)
-        if device.startswith("cuda"):
+        work()
+        if cuda:
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e12
+    return best
 
 
 def peak_bandwidth(device: DeviceInfo, environment: Fingerprint) -> DevicePeak:
