@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from perf.config.options import add_options, cli_values
-from perf.config.settings import Settings, load_settings
+from perf.config.pyproject import load_settings
+from perf.config.settings import Settings
 from perf.errors import ConfigError, GenperfError
 from perf.judge.outcome import BenchmarkResult
 from perf.measure.runner import Fault

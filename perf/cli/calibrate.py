@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from perf.config.pyproject import load_settings
 from perf.config.run import NORMALIZE_CHOICES
-from perf.config.settings import load_settings, parse_tolerance
+from perf.config.settings import parse_tolerance
 from perf.errors import BaselineError, ConfigError
 from perf.judge.drift import SessionCase, session_drift
 from perf.judge.outcome import BenchmarkResult

@@ -16,18 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from perf.config.model import FIXTURES_DIR, ModelSpec
 from perf.config.options import (
     POSITIVE,
     Rule,
-    TomlType,
     at_least,
     checked,
     one_of,
     setting,
-    toml_types,
     validate,
 )
 from perf.config.run import (
@@ -38,17 +34,11 @@ from perf.config.run import (
     Workload,
     _fail,
 )
-from perf.config.tables import (
-    check_types,
-    parse_configs,
-    parse_parity,
-    parse_tolerances,
-    parse_workloads,
-)
 from perf.errors import ConfigError
 from perf.metrics import GATED
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+WARMUP_SCOPES = ("case", "model")
 # Generations of worker processes per A/B workload (ab_restarts, perf.ab --restarts). 3: one
 # generation's lasting offset (4 of 10 pairs at most) leaves the median where the others put
 # it; measured on this runner, unchanged int4: generation medians of tokens/s spread -10 ... +37 %,
@@ -107,6 +97,16 @@ class Settings:
     )
     warmup: int = setting(
         1, "Warm-up rounds per test", flag="--perf-warmup", toml=int, metavar="N", rule=at_least(0)
+    )
+    # "model": the warm-up rounds run before each loaded model's first case only (a compiled
+    # config's before every case: its graphs are per shape); docs/decisions.md, "Warm-up".
+    warmup_scope: str = setting(
+        "case",
+        "'case': warm-up rounds before every test; 'model': before each loaded model's first",
+        flag="--perf-warmup-scope",
+        toml=str,
+        choices=WARMUP_SCOPES,
+        rule=one_of(*WARMUP_SCOPES),
     )
     prompts: Path = setting(
         FIXTURES_DIR / "prompts.jsonl", "the prompts file (JSONL, docs/configuration.md)", toml=str
@@ -392,60 +392,3 @@ class Settings:
         settings = dataclasses.replace(self, **overrides) if overrides else self
         settings.check()
         return settings
-
-
-# The [tool.genperf] keys: the option table's, and the tables parsed below.
-_TABLES: Mapping[str, TomlType] = {
-    "parity": dict,
-    "tolerance": dict,
-    "config": dict,
-    "workload": dict,
-}
-_PATHS = ("prompts", "baselines")  # relative to the folder of pyproject.toml
-
-
-def parse_settings(table: Mapping[str, object], source: str, base_dir: Path) -> Settings:
-    """Validate a ``[tool.genperf]`` table (already parsed from TOML) into ``Settings``."""
-    where = f"{source} [tool.genperf]"
-    check_types(where, table, {**toml_types(Settings), **_TABLES})
-    config_defs = parse_configs(table.get("config", {}), source)
-    workload_defs = parse_workloads(table.get("workload", {}), source)
-    fields: dict[str, Any] = {name: table[name] for name in toml_types(Settings) if name in table}
-    for name in _PATHS:
-        if name in fields:
-            path = Path(str(fields[name]))
-            fields[name] = path if path.is_absolute() else base_dir / path
-    fields.setdefault("baselines", base_dir / "baselines")
-    for name in ("configs", "workloads"):
-        if name in fields:
-            fields[name] = tuple(str(v) for v in fields[name])
-    for name, kind in toml_types(Settings).items():
-        if kind is float and name in fields:
-            fields[name] = float(fields[name])
-    settings = Settings(
-        parity=parse_parity(table.get("parity", {}), source),
-        tolerances=parse_tolerances(table.get("tolerance", {}), source),
-        config_defs=config_defs,
-        workload_defs=workload_defs,
-        source=source,
-        **{"configs": tuple(config_defs), "workloads": tuple(workload_defs), **fields},
-    )
-    settings.check()
-    return settings
-
-
-def load_settings(pyproject: Path) -> Settings:
-    """Read ``[tool.genperf]`` from a pyproject.toml; built-in defaults when there is none."""
-    if not pyproject.is_file():
-        return Settings()
-    try:
-        with pyproject.open("rb") as handle:
-            document = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{pyproject}: not valid TOML ({exc}); fix the file") from None
-    table = document.get("tool", {}).get("genperf")
-    if table is None:
-        return Settings()
-    if not isinstance(table, dict):
-        raise ConfigError(f"{pyproject}: [tool.genperf] must be a table")
-    return parse_settings(table, str(pyproject), pyproject.parent)

@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from perf.config.settings import AB_MIN_PAIRS
 from perf.judge.gate import ALPHA
 from perf.measure.interleaved import PairedRounds
 from perf.metrics import METRICS, PAIRED
@@ -107,6 +108,20 @@ def paired_verdict(
         reference_median=statistics.median(reference),
         candidate_median=statistics.median(candidate),
     )
+
+
+def harness_verdict(
+    plain_ms: Sequence[float], measured_ms: Sequence[float], tolerance_pct: float
+) -> PairedVerdict | None:
+    """The measured rounds against the plain generates run beside them (``hook_check_rounds``),
+    judged as an A/B whose candidate is genperf's harness: ``regressed`` when a measured round's
+    e2e is more than ``tolerance_pct`` above its plain neighbour's (median pair) and the
+    signed-rank test says so (p < ALPHA). None with fewer pairs than that test needs to reach
+    ALPHA at all: its smallest one-sided p is 2^-n (docs/metrics.md, "The hook's cost")."""
+    pairs = min(len(plain_ms), len(measured_ms))
+    if pairs < AB_MIN_PAIRS:
+        return None
+    return paired_verdict("e2e_latency_ms", plain_ms[:pairs], measured_ms[:pairs], tolerance_pct)
 
 
 def compare_outputs(

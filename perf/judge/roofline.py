@@ -60,7 +60,9 @@ class Roofline:
         achieved = self.achieved_tflops
         return None if achieved is None or not self.peak_tflops else achieved / self.peak_tflops
 
-    def describe_prefill(self) -> str:
+    def describe_prefill(self, source: bool = True) -> str:
+        """The prefill's FLOPs, rate and MFU; ``source``: name where the peak came from (the
+        table's notes say it once, above the cases)."""
         achieved = self.achieved_tflops
         if achieved is None:
             return "prefill FLOPs not known: MFU not reported"
@@ -71,25 +73,25 @@ class Roofline:
         mfu, peak = self.mfu, self.peak_tflops
         if mfu is None or peak is None:
             return f"{text} (no peak compute known: MFU not reported)"
-        return (
-            f"{text}, MFU {100 * mfu:.1f} % of {1000 * peak:.0f} GFLOP/s"
-            f" ({self.peak_tflops_source})"
-        )
+        where = f" ({self.peak_tflops_source})" if source else ""
+        return f"{text}, MFU {100 * mfu:.1f} % of {1000 * peak:.0f} GFLOP/s{where}"
 
     @property
     def host_bound(self) -> bool:
         floor = self.floor_ms
         return floor is not None and self.tpot_ms > HOST_BOUND_FACTOR * floor
 
-    def describe(self) -> str:
+    def describe(self, source: bool = True) -> str:
+        """Bytes per step, achieved bandwidth, MBU and the floor; ``source`` as above."""
         mb = self.bytes_per_step / 1e6
         text = f"{mb:.1f} MB/step at TPOT {self.tpot_ms:.2f} ms = {self.achieved_gbps:.2f} GB/s"
         if self.mbu is None:
             return f"{text} (no peak bandwidth known: MBU not reported)"
         bound = ", host-bound" if self.host_bound else ""
+        where = f" ({self.peak_source})" if source else ""
         return (
-            f"{text}, MBU {100 * self.mbu:.1f} % of {self.peak_gbps:.1f} GB/s"
-            f" ({self.peak_source}); floor {self.floor_ms:.2f} ms{bound}"
+            f"{text}, MBU {100 * self.mbu:.1f} % of {self.peak_gbps:.1f} GB/s{where};"
+            f" floor {self.floor_ms:.2f} ms{bound}"
         )
 
     def to_dict(self) -> dict[str, object]:

@@ -3,8 +3,9 @@
 Two measurements compare only when they measured the same thing: the same model (its config
 and the size of its loaded weights), the same resolved config (backend, dtype, the method a
 quantization alias resolved to, backend options), the same workload (prompt ids and a hash of
-their text, batch, sampling, new tokens) and the same rounds and warm-up. Software versions are
-not part of it: a software change is what the gate exists to judge (docs/gate.md).
+their text, batch, sampling, new tokens) and the same rounds and warm-up (count and scope).
+Software versions are not part of it: a software change is what the gate exists to judge
+(docs/gate.md).
 """
 
 from __future__ import annotations
@@ -41,9 +42,16 @@ def model_identity(loaded: LoadedModel) -> dict[str, object]:
 
 
 def measured_identity(
-    loaded: LoadedModel, batch: PreparedBatch, workload: Workload, rounds: int, warmup: int
+    loaded: LoadedModel,
+    batch: PreparedBatch,
+    workload: Workload,
+    rounds: int,
+    warmup: int,
+    warmup_scope: str = "case",
 ) -> dict[str, object]:
-    """The identity of one case's measurement (``check_identity`` compares two)."""
+    """The identity of one case's measurement (``check_identity`` compares two). The warm-up's
+    scope is recorded only when it is not the default, so baselines stored before it existed
+    keep their identity."""
     config = loaded.config
     return {
         "model": model_identity(loaded),
@@ -64,6 +72,7 @@ def measured_identity(
         },
         "rounds": rounds,
         "warmup": warmup,
+        **({} if warmup_scope == "case" else {"warmup_scope": warmup_scope}),
     }
 
 

@@ -71,7 +71,7 @@ def worker(args: argparse.Namespace) -> int:
     import perf
     from perf.config.model import ModelSpec
     from perf.config.prompts import load_prompts, select_prompts
-    from perf.config.settings import load_settings
+    from perf.config.pyproject import load_settings
     from perf.measure import backends
     from perf.measure.batch import prepare_batch
     from perf.measure.device import resolve_device, unavailable_reason

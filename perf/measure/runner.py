@@ -1,7 +1,7 @@
 """One (loaded model, workload) pair: runs generate once per call and measures it.
 
 The timed region holds only ``generate`` with the device synchronised at both ends; the seed,
-the logits-processor list and the batch are prepared before it, token counting and memory
+the step clock and the batch are prepared before it, token counting and memory
 bookkeeping after it.
 """
 
@@ -55,7 +55,8 @@ class Fault:
 
 
 class InjectedDelay:
-    """A logits processor that waits at every step, before the step clock stamps it: ``first``
+    """A logits processor that waits at every step, before the step clock (a stopping criterion,
+    called after the processors) stamps it: ``first``
     seconds at the first step (so the time to first token grows too), ``seconds`` at every
     later one."""
 
@@ -129,16 +130,14 @@ class GenerationRunner:
 
     def _generate(self, with_clock: bool) -> tuple[torch.Tensor, float]:
         import torch
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         torch.manual_seed(self.workload.sampling.seed)
-        hooks: list[object] = []
+        delays: list[object] = []
         if with_clock and self._delay.active:
             self._delay.calls = 0
-            hooks.append(self._delay)  # before the clock: each step's stamp includes its delay
-        if with_clock:
-            hooks.append(self._clock)
-        processors = LogitsProcessorList(hooks)
+            delays.append(self._delay)  # a processor: each step's stamp includes its delay
+        clock = StoppingCriteriaList([self._clock] if with_clock else [])
         device = self.loaded.device
         with torch.inference_mode():
             device.synchronize()
@@ -148,7 +147,8 @@ class GenerationRunner:
             sequences = self.loaded.model.generate(
                 input_ids=self.batch.input_ids,
                 attention_mask=self.batch.attention_mask,
-                logits_processor=processors,
+                logits_processor=LogitsProcessorList(delays),
+                stopping_criteria=clock,
                 **self._kwargs,
             )
             device.synchronize()

@@ -32,10 +32,11 @@ def device_notes(results: Sequence[BenchmarkResult]) -> list[str]:
             )
     for r in measured:
         line = r.roofline
+        # the peaks' sources are in the lines above, once
         if line is not None and line.host_bound:
-            lines.append(f"{r.case_id}: host-bound: {line.describe()}")
+            lines.append(f"{r.case_id}: {line.describe(source=False)}")
         if line is not None and line.mfu is not None:
-            lines.append(f"{r.case_id}: {line.describe_prefill()}")
+            lines.append(f"{r.case_id}: {line.describe_prefill(source=False)}")
     sources = {(r.measurement.energy_source, r.measurement.energy_note) for r in measured}
     for source, note in sorted(s for s in sources if any(s)):  # none: a report before energy
         lines.append(f"energy: {source}" if source else f"energy: not measured: {note}")

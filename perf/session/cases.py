@@ -32,19 +32,21 @@ class CaseRunner:
         readings: dict[str, float | None],
         progress: Progress | None = None,
         peak: DevicePeak | None = None,
+        warmup: tuple[int, str] = (0, "case"),
     ) -> None:
         self.case = case
         self.runner = runner
         self._readings = readings
         self._progress = progress
         self._peak = peak
-        self._warmup = 0  # the measurement's warm-up rounds (a re-measurement keeps its identity)
+        # the warm-up setting and its scope, which the identity records: with scope "model" a
+        # case whose model was already warm runs none, and measured the same thing
+        self._warmup = warmup
 
     def measurement(
         self,
         rounds: Sequence[RoundMeasurement],
         plain_ms: Sequence[float] = (),
-        warmup: int = 0,
         untimed: str = "",
         warmup_rounds: Sequence[RoundMeasurement] = (),
     ) -> Measurement:
@@ -52,7 +54,7 @@ class CaseRunner:
         the identity of what was measured (perf/measure/identity.py)."""
         loaded = self.runner.loaded
         identity = measured_identity(
-            loaded, self.runner.batch, self.case.workload, len(rounds), warmup
+            loaded, self.runner.batch, self.case.workload, len(rounds), *self._warmup
         )
         generated = [n for r in rounds for n in r.lengths.lengths]
         new_tokens = sum(generated) / len(generated) if generated else 0.0
@@ -75,7 +77,7 @@ class CaseRunner:
         )
 
     def measure(self, pedantic: Pedantic, rounds: int, warmup: int, pairs: int) -> Measurement:
-        """Warm-up and measured rounds through ``pedantic``.
+        """``warmup`` warm-up rounds and ``rounds`` measured rounds through ``pedantic``.
 
         The first ``pairs`` measured rounds are each paired with a plain generate run in
         pedantic's untimed ``setup`` or ``teardown``: the in-run reference for the hook's cost.
@@ -84,7 +86,6 @@ class CaseRunner:
         would otherwise be charged to the hook (docs/decisions.md).
         """
         runner, case = self.runner, self.case
-        self._warmup = warmup
         runner.calibrate_fault()
         measured: list[RoundMeasurement] = []
         plain_ms: list[float] = []
@@ -126,7 +127,7 @@ class CaseRunner:
                 " (--benchmark-disable?): no timing measurement"
             )
         warmed = () if untimed else measured[:warmup]
-        return self.measurement(kept, plain_ms, warmup, untimed, warmed)
+        return self.measurement(kept, plain_ms, untimed, warmed)
 
     def remeasure(self, attempt: int, rounds: int) -> Measurement:
         """The case measured again (``--perf-remeasure``), ``rounds`` rounds, no warm-up."""
@@ -138,4 +139,4 @@ class CaseRunner:
                     f"{self.case.id}: the gate failed, re-measurement {attempt}: round"
                     f" {n}/{rounds}: {_round_line(again[-1])}"
                 )
-        return self.measurement(again, warmup=self._warmup)
+        return self.measurement(again)

@@ -266,6 +266,7 @@ class BaselineGate:
             "workload": case.workload.to_dict(),
             "rounds": self.settings.rounds,
             "warmup": self.settings.warmup,
+            "warmup_scope": self.settings.warmup_scope,
             "device": self.device.name,
         }
 

@@ -50,6 +50,7 @@ class ModelPool:
         self._load_errors: dict[str, GenperfError] = {}
         self._started = False
         self._process_warm = False
+        self._warm = False  # whether a case has warmed up the loaded model
         self.probe: NvmlProbe | None = None
         self.probe_note = ""
         # the energy counter (trackers/energy.py), or why there is none
@@ -90,6 +91,7 @@ class ModelPool:
     def adopt(self, config: RunConfig, loaded: LoadedModel) -> None:
         """Use an already loaded model for ``config`` (tests share one tiny model)."""
         self._loaded, self._loaded_for = loaded, config
+        self._warm = False
 
     def loaded(self, config: RunConfig) -> LoadedModel:
         """The model for ``config``, loaded once; the previous config's model is released."""
@@ -108,6 +110,7 @@ class ModelPool:
             self._load_errors[config.name] = exc
             raise
         self._loaded_for = config
+        self._warm = False
         after = trim_host_memory()  # loading's temporaries (e.g. float weights before quantization)
         gpu_after = cuda_allocated_mib(self.device)
         self.load_readings = {
@@ -141,6 +144,15 @@ class ModelPool:
         workload = Workload("warm-up", ("short",), 2, SamplingParams(max_new_tokens=4))
         GenerationRunner(tiny, workload, batch).measure()
         del tiny, batch
+
+    def warmup_rounds(self, config: RunConfig, warmup: int, scope: str) -> int:
+        """The warm-up rounds a case of ``config`` runs before its measured rounds: ``warmup``
+        with scope 'case'; with scope 'model' only before the loaded model's first case, or
+        before every case of a compiled config (its graphs are compiled per shape). Counts the
+        model as warm from then on."""
+        cold = scope == "case" or config.compile or not self._warm
+        self._warm = True
+        return warmup if cold else 0
 
     def release(self) -> None:
         if self._loaded is None:

@@ -19,6 +19,7 @@ from perf.config.run import RunConfig, SamplingParams
 from perf.errors import BaselineError, GenperfError, ParityError, PerformanceRegression
 from perf.judge.gate import failing_verdicts
 from perf.judge.outcome import BenchmarkResult
+from perf.judge.paired import harness_verdict
 from perf.judge.soak import SoakResult
 from perf.measure.backends import LoadedModel
 from perf.measure.bandwidth import DevicePeak, peak_bandwidth
@@ -115,7 +116,8 @@ class PerfSession:
     def case_runner(self, case: Case, progress: Progress | None = None) -> CaseRunner:
         peak = self.peak_bandwidth  # measured (once per machine) before the model loads
         runner = self.pool.runner(case.config, case.workload, self.options.fault)
-        return CaseRunner(case, runner, self.pool.load_readings, progress, peak)
+        warmup = (self.settings.warmup, self.settings.warmup_scope)  # what the identity records
+        return CaseRunner(case, runner, self.pool.load_readings, progress, peak, warmup)
 
     @functools.cached_property
     def peak_bandwidth(self) -> DevicePeak:
@@ -145,7 +147,8 @@ class PerfSession:
         reference = s.reference_name
         ab = reference is None or case.config.name == reference
         pairs = min(s.hook_check_rounds, s.rounds) if ab else 0
-        measured = runner.measure(pedantic, s.rounds, s.warmup, pairs)
+        warmup = self.pool.warmup_rounds(case.config, s.warmup, s.warmup_scope)
+        measured = runner.measure(pedantic, s.rounds, warmup, pairs)
         comparison = self.reference.compare(case, runner.runner, measured)
         rounds = len(measured.output_lengths)
         outcome = self.gate.judge(case, measured, lambda attempt: runner.remeasure(attempt, rounds))
@@ -193,6 +196,15 @@ class PerfSession:
                 f"{result.case_id}: the timing hook took {hook:.2f}% of"
                 f" generate's wall time, above max_hook_overhead_pct = {limit}%"
                 " ([tool.genperf]); its timestamps would distort what they measure"
+            )
+        measured = result.measurement
+        e2e = measured.metrics["e2e_latency_ms"].samples if measured.plain_e2e_ms else ()
+        harness = harness_verdict(measured.plain_e2e_ms, e2e, limit)
+        if harness is not None and harness.verdict == "regressed":
+            raise HookOverheadError(
+                f"{result.case_id}: the measured rounds were slower than the plain generates"
+                f" beside them (hook_check_rounds): {harness.describe()}, above"
+                f" max_hook_overhead_pct = {limit}%: genperf's harness distorts what it measures"
             )
         problems: list[str] = []
         parity = result.comparison.parity
@@ -278,6 +290,7 @@ class PerfSession:
             "device": self.device.name,
             "rounds": s.rounds,
             "warmup": s.warmup,
+            "warmup_scope": s.warmup_scope,
             "configs": {name: s.config_defs[name].to_dict() for name in s.configs},
             "workloads": {name: s.workload_defs[name].to_dict() for name in s.workloads},
             "injected": self.injected(),

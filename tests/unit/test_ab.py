@@ -1,6 +1,7 @@
 """The interleaved A/B verdict on synthetic rounds: drift of the machine cancels, a real change
 does not. (tests/plugin/test_ab_e2e.py runs the workers for real on the tiny model.)"""
 
+import dataclasses
 import random
 
 import pytest
@@ -260,3 +261,30 @@ def test_a_side_is_a_checkout_or_the_checkout_its_interpreter_lives_in(tmp_path)
     assert Checkout.of(str(python), None).root == checkout
     with pytest.raises(ValueError, match="no interpreter at"):
         Checkout.of(str(tmp_path), None)
+
+
+@pytest.mark.parametrize("may_differ", [False, True])
+def test_greedy_outputs_that_differ_from_the_base_fail_unless_the_settings_allow_it(may_differ):
+    """``--perf-reference``'s verdict on outputs (its end-to-end test shows the failure once)."""
+    import sys
+
+    from perf.config.model import ModelSpec
+    from perf.config.pyproject import parse_settings
+    from perf.session.options import RunOptions
+    from perf.session.revision import RevisionAB
+
+    from .test_config import REPO
+
+    table = {"reference_checkout": sys.executable, "ab_outputs_may_differ": may_differ}
+    settings = parse_settings(table, "test", REPO)
+    revision = RevisionAB(RunOptions(settings, ModelSpec.resolve("tiny", REPO, "test")))
+    differ = "differ: sequence 0 in length (4 and 8 tokens)"
+    outcome = PairedOutcome("w", {}, {}, (), differ, 1.0)
+    problems = revision.problems(outcome)
+    if may_differ:
+        assert problems == []
+    else:
+        (problem,) = problems
+        assert problem.startswith(f"greedy outputs {differ} from the reference revision")
+        assert "ab_outputs_may_differ = true (--perf-ab-outputs-may-differ)" in problem
+    assert revision.problems(dataclasses.replace(outcome, outputs="same")) == []

@@ -226,7 +226,7 @@ def test_pooling_refuses_sessions_that_measured_other_metrics(tmp_path):
 
 
 def test_baseline_sessions_setting_is_validated():
-    from perf.config.settings import parse_settings
+    from perf.config.pyproject import parse_settings
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal
@@ -312,7 +312,8 @@ def test_a_baseline_records_the_project_commit_wherever_it_is_written(tmp_path):
 
 
 def test_tolerance_settings_are_validated():
-    from perf.config.settings import parse_settings, parse_tolerance
+    from perf.config.pyproject import parse_settings
+    from perf.config.settings import parse_tolerance
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal
@@ -337,8 +338,9 @@ def test_a_config_can_carry_its_own_tolerances_and_the_most_specific_wins():
     """int8 on this project's CPU runner has two speeds (docs/decisions.md): its own wider
     tolerance must apply to it alone, on the device named, and a CONFIG:METRIC on the command
     line must replace it."""
+    from perf.config.pyproject import parse_settings
     from perf.config.run import RunConfig
-    from perf.config.settings import parse_settings, parse_tolerance
+    from perf.config.settings import parse_tolerance
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal
@@ -477,7 +479,7 @@ def test_normalize_timings_scales_latencies_down_and_throughput_up_by_the_factor
 
 
 def test_normalize_setting_is_validated_and_off_by_default():
-    from perf.config.settings import parse_settings
+    from perf.config.pyproject import parse_settings
     from perf.errors import ConfigError
 
     from .test_config import REPO, minimal

@@ -5,8 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from perf.config.model import ModelSpec
+from perf.config.pyproject import load_settings, parse_settings
 from perf.config.run import RunConfig, SamplingParams, Workload
-from perf.config.settings import Settings, load_settings, parse_name_list, parse_settings
+from perf.config.settings import Settings, parse_name_list
 from perf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,8 +3,8 @@ on the tiny model (CPU, no kernel injection) that must reproduce the baseline's 
 
 import pytest
 
+from perf.config.pyproject import parse_settings
 from perf.config.run import RunConfig, SamplingParams, Workload
-from perf.config.settings import parse_settings
 from perf.errors import ConfigError
 from perf.measure.backends import deepspeed as ds_backend
 from perf.measure.device import DeviceInfo
@@ -54,7 +54,7 @@ def test_deepspeed_options_are_validated(table, fragment):
 
 
 def test_repository_defines_a_deepspeed_config():
-    from perf.config.settings import load_settings
+    from perf.config.pyproject import load_settings
 
     config = load_settings(REPO / "pyproject.toml").config_defs["deepspeed"]
     assert config.backend == "deepspeed" and config.kernel_inject == "auto"

@@ -3,8 +3,8 @@
 import pytest
 
 from perf.config.prompts import load_prompts, select_prompts
+from perf.config.pyproject import load_settings
 from perf.config.run import SamplingParams, Workload
-from perf.config.settings import load_settings
 from perf.errors import ModelLoadError
 from perf.measure.batch import prepare_batch
 from perf.measure.embedded import INSTALL_COMMAND, embedded_gguf_path

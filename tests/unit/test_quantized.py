@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from perf.config.pyproject import load_settings, parse_settings
 from perf.config.run import DEFAULT_PARITY, EXPECT_DEVICES, QUANTIZATIONS, Expectation, RunConfig
-from perf.config.settings import load_settings, parse_settings
 from perf.errors import ConfigError
 from perf.measure.backends import quantized
 from perf.measure.device import DeviceInfo

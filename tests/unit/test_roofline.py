@@ -33,6 +33,8 @@ def test_mbu_and_the_floor_and_host_bound():
     assert not line.host_bound  # 50 ms is 2x the floor
     slow = roofline(BYTES, tpot_ms=line.floor_ms * HOST_BOUND_FACTOR * 1.01, peak=line_peak(20))
     assert slow.host_bound and "host-bound" in slow.describe()
+    # the table names the peak's source once, above the cases; a case's line leaves it out
+    assert "(test)" in slow.describe() and "(test)" not in slow.describe(source=False)
     assert roofline(BYTES, tpot_ms=None, peak=line_peak(20)) is None
     unknown = roofline(BYTES, tpot_ms=50.0, peak=DevicePeak(None, "not in the table"))
     assert unknown.mbu is None and not unknown.host_bound

@@ -4,7 +4,7 @@ calls setup/target in pytest-benchmark's order (warm-up rounds first, then measu
 import pytest
 
 from perf.config.model import ModelSpec
-from perf.config.settings import parse_settings
+from perf.config.pyproject import parse_settings
 from perf.session.options import RunOptions
 from perf.session.session import HookOverheadError, PerfSession
 
@@ -73,6 +73,45 @@ def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(sessi
         "round 3/3",
     ]
     session.check(result)  # the tiny model's hook costs far below 1 %
+
+
+@pytest.mark.parametrize("scope, expected", [("case", [2, 2]), ("model", [2, 0])])
+def test_warmup_scope_model_warms_each_loaded_model_once(tiny_loaded, scope, expected):
+    """With scope 'model' only a loaded model's first case runs the warm-up rounds; every case's
+    identity records the setting (not the rounds it ran), so a case measured first in one
+    session and second in another compares with the same baseline."""
+    workloads = {
+        name: {"prompt_class": "short", "batch_size": 1, "max_new_tokens": 3} for name in "ab"
+    }
+    session = make_session(warmup_scope=scope, hook_check_rounds=0, workload=workloads)
+    cases = session.cases()
+    session.pool.adopt(cases[0].config, tiny_loaded)
+    warmups = []
+
+    def counting(target, setup, teardown, rounds, warmup_rounds, iterations):
+        warmups.append(warmup_rounds)
+        pedantic(target, setup, teardown, rounds, warmup_rounds, iterations)
+
+    results = [session.run(case, counting) for case in cases]
+    assert warmups == expected
+    assert [len(r.measurement.warmup_e2e_ms) for r in results] == expected
+    for result in results:
+        identity = result.measurement.identity
+        assert identity["warmup"] == 2
+        assert identity.get("warmup_scope", "case") == scope
+    assert ("warmup_scope" in results[0].measurement.identity) == (scope == "model")
+
+
+def test_a_compiled_config_and_a_fresh_load_warm_up_again_with_scope_model(tiny_loaded):
+    from perf.config.run import RunConfig
+
+    session = make_session()
+    pool, plain, compiled = session.pool, RunConfig("baseline"), RunConfig("c", compile=True)
+    pool.adopt(plain, tiny_loaded)
+    assert [pool.warmup_rounds(plain, 1, "model") for _ in range(2)] == [1, 0]
+    assert [pool.warmup_rounds(compiled, 1, "model") for _ in range(2)] == [1, 1]
+    pool.adopt(plain, tiny_loaded)  # as a new load does
+    assert pool.warmup_rounds(plain, 1, "model") == 1
 
 
 def test_hook_overhead_above_the_limit_fails_with_the_setting_named(tiny_loaded):
@@ -324,3 +363,38 @@ def test_the_verdicts_say_when_the_baseline_has_too_few_sessions_or_other_softwa
     assert "the baseline has 2 session(s): the spread between sessions is unknown" in note
     assert "software differs from the baseline's: torch 2.12.0 -> 2.13.0" in note
     assert gate._notes(baseline(3, "2.13.0")) == ""
+
+
+def test_measured_rounds_slower_than_their_plain_neighbours_fail_the_paired_check(tiny_loaded):
+    """With 7 or more plain generates beside the measured rounds (hook_check_rounds), the
+    harness is judged as an A/B against them: an injected 2x slowdown, which only measured
+    rounds carry, reads as harness overhead and fails the case. 10 pairs: one pair spoilt by
+    other work on this 2-core runner still leaves p < 0.01 (with 7 every pair must agree, and
+    one did not in a full-suite run)."""
+    import dataclasses
+
+    from perf.measure.runner import Fault
+
+    session = make_session(rounds=10, warmup=1, hook_check_rounds=10)
+    session.options = dataclasses.replace(session.options, fault=Fault(slowdown=1.0))
+    (case,) = session.cases()
+    session.pool.adopt(case.config, tiny_loaded)
+    result = session.run(case, pedantic)
+    assert len(result.measurement.plain_e2e_ms) == 10
+    with pytest.raises(HookOverheadError, match="slower than the plain generates beside them"):
+        session.check(result)
+
+
+def test_the_harness_verdict_needs_seven_pairs_and_judges_the_measured_side():
+    from perf.judge.paired import harness_verdict
+
+    plain = [100.0, 104.0, 98.0, 101.0, 99.0, 103.0, 100.0]
+    assert harness_verdict(plain[:6], [p * 1.2 for p in plain[:6]], 1.0) is None
+    slower = harness_verdict(plain, [p * 1.2 for p in plain], 1.0)
+    assert slower is not None and slower.verdict == "regressed"
+    assert slower.median_change_pct == pytest.approx(20.0)
+    # within the tolerance, or not consistently slower: no failure
+    within = harness_verdict(plain, [p * 1.005 for p in plain], 1.0)
+    assert within is not None and within.verdict == "pass"
+    mixed = [p * (1.2 if i % 2 else 0.9) for i, p in enumerate(plain)]
+    assert harness_verdict(plain, mixed, 1.0).verdict != "regressed"

@@ -1,12 +1,15 @@
 """Per-token timestamps from inside ``generate`` and the one helper that turns them into TTFT,
 TPOT and inter-token latency.
 
-``StepClock`` is passed to ``generate`` as a logits processor: transformers calls it once per
-generation step, right after the forward pass produced that step's logits, so its first call marks
-the end of prefill (as optimum-benchmark's latency tracker does). On CUDA each call records a
-pre-allocated CUDA event and nothing synchronises until generation is over; on the CPU it reads
-``time.perf_counter``. The clock also measures its own cost, so the report can show that the hook
-does not perturb what it measures.
+``StepClock`` is passed to ``generate`` as a stopping criterion that never stops: transformers
+calls it once per generation step, right after that step's token was chosen and appended, so its
+first call marks the first token (prefill and one sampling step). A stopping criterion, not a
+logits processor: transformers' logits-processor list calls ``inspect.signature`` on every
+processor at every step (15 us a step here, 0.6 % of a tiny-model step), its stopping-criteria
+list calls each criterion directly (1.6 us; docs/records/2026-12-02-harness-fidelity.md). On
+CUDA each call records a pre-allocated CUDA event and nothing synchronises until generation is
+over; on the CPU it reads ``time.perf_counter``. The clock also measures its own cost, so the
+report can show that the hook does not perturb what it measures.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StepTimes:
-    """Seconds since the start of generate at which each step's logits were ready."""
+    """Seconds since the start of generate at which each step's token was ready."""
 
     step_s: tuple[float, ...]
     hook_self_s: float
 
 
 class StepClock:
-    """Logits processor that timestamps generation steps; returns the scores unchanged."""
+    """A stopping criterion that timestamps generation steps and never stops a sequence."""
 
     def __init__(self, device: DeviceInfo, capacity: int) -> None:
         self._device = device
@@ -40,6 +43,7 @@ class StepClock:
         self._calls = 0
         self._self_s = 0.0
         self._start_host = 0.0
+        self._not_done: torch.Tensor | None = None  # the answer, allocated once per batch size
         if device.is_cuda:
             import torch
 
@@ -54,15 +58,23 @@ class StepClock:
             self._events[0].record()
         self._start_host = time.perf_counter()
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, scores: object, **kwargs: object) -> torch.Tensor:
         entered = time.perf_counter()
         self._calls += 1
         if self._events:
             self._events[min(self._calls, len(self._events) - 2)].record()
         else:
             self._host.append(entered)
+        not_done = self._not_done
+        if not_done is None or not_done.shape[0] != input_ids.shape[0]:
+            import torch
+
+            # transformers ORs every criterion's answer into a new tensor: this one is never
+            # written, so it can be returned at every step
+            not_done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            self._not_done = not_done
         self._self_s += time.perf_counter() - entered
-        return scores
+        return not_done
 
     def stop(self) -> None:
         """Call after generate returned and the device was synchronised."""
@@ -100,8 +112,8 @@ class LatencyResult:
 def latency_from_steps(times: StepTimes, lengths: tuple[int, ...]) -> LatencyResult:
     """TTFT, per-sequence TPOT and ITL from step timestamps.
 
-    Step k's logits are ready at ``step_s[k-1]``; token k is sampled right after, so a sequence of
-    n tokens has its last token at ``step_s[n-1]``. TPOT of that sequence is
+    Token k of every sequence is ready at ``step_s[k-1]``, so a sequence of n tokens has its last
+    token at ``step_s[n-1]``. TPOT of that sequence is
     ``(step_s[n-1] - step_s[0]) / (n - 1)``: the decode time per token after the first, which for
     a single sequence equals (e2e - ttft) / (n - 1) up to the final sampling step.
     """

@@ -4,8 +4,10 @@ In one process, blocks of three generates of the same batch in rotating order (a
 of P, H, M in turn): P a plain timed generate (no hook, no memory tracker), H the same with the
 per-step timing hook (``StepClock``, a logits processor), M a full measured round
 (``GenerationRunner.measure``: hook, memory tracker, everything a round does). Per block the
-log ratios H/P and M/P; their median with a distribution-free 95 % interval (order statistics
-of the binomial). Usage: python fidelity.py MODEL BLOCKS OUT.json
+log ratios against P; their median with a distribution-free 95 % interval (order statistics
+of the binomial). Optional kinds (4th argument, default PHM): L, a plain generate with a no-op
+logits processor (what the step clock's dispatch cost while it was a logits processor, before
+2026-12-02's second session). Usage: python fidelity.py MODEL BLOCKS OUT.json [KINDS]
 """
 
 import itertools
@@ -37,7 +39,30 @@ def median_interval(values, confidence=0.95):
     return statistics.median(xs), xs[max(k - 1, 0)], xs[min(n - k, n - 1)]
 
 
-def main(model: str, blocks: int, out: str) -> None:
+class NoOp:
+    """A logits processor that returns the scores: the dispatch cost alone."""
+
+    def __call__(self, input_ids, scores):
+        return scores
+
+
+def plain_with_processor(runner, loaded, batch, kwargs):
+    import torch
+    from transformers import LogitsProcessorList
+
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        started = time.perf_counter()
+        loaded.model.generate(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            logits_processor=LogitsProcessorList([NoOp()]),
+            **kwargs,
+        )
+        return (time.perf_counter() - started) * 1e3
+
+
+def main(model: str, blocks: int, out: str, chosen: str = "PHM") -> None:
     spec = ModelSpec.resolve(model, REPO, "fidelity")
     loaded = backends.load(spec, RunConfig("baseline"), DeviceInfo("cpu"))
     workload = Workload("short-b1", ("short",), 1, SamplingParams(max_new_tokens=32))
@@ -48,10 +73,12 @@ def main(model: str, blocks: int, out: str) -> None:
         "P": lambda: runner._generate(with_clock=False)[1] * 1e3,
         "H": lambda: runner._generate(with_clock=True)[1] * 1e3,
         "M": lambda: runner.measure().e2e_ms,
+        "L": lambda: plain_with_processor(runner, loaded, batch, workload.sampling.generate_kwargs()),
     }
+    kinds = {k: kinds[k] for k in chosen}
     for _ in range(3):
         runner.measure()
-    orders = list(itertools.permutations("PHM"))
+    orders = list(itertools.permutations(chosen))
     rows = []
     started = time.perf_counter()
     for i in range(blocks):
@@ -59,7 +86,7 @@ def main(model: str, blocks: int, out: str) -> None:
         rows.append({"order": "".join(order), **{k: kinds[k]() for k in order}})
     wall = time.perf_counter() - started
     summary = {}
-    for kind in ("H", "M"):
+    for kind in (k for k in chosen if k != "P"):
         logs = [math.log(r[kind] / r["P"]) for r in rows]
         mid, low, high = median_interval(logs)
         summary[f"{kind}/P"] = {
@@ -70,6 +97,7 @@ def main(model: str, blocks: int, out: str) -> None:
     result = {
         "model": spec.label,
         "blocks": blocks,
+        "kinds": chosen,
         "wall_s": round(wall, 1),
         "plain_median_ms": statistics.median(r["P"] for r in rows),
         "plain_sd_pct": 100 * statistics.stdev(spread),
@@ -81,4 +109,4 @@ def main(model: str, blocks: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])

@@ -5,7 +5,7 @@ import collections, json, statistics, sys
 from pathlib import Path
 sys.path.insert(0, "/work/main")
 from perf.cli.calibrate import cases_from_reports
-from perf.config.settings import load_settings
+from perf.config.pyproject import load_settings
 from perf.judge.calibration import calibrate_metric, session_false_alarm
 from perf.judge.drift import budget_of, session_drift
 from perf.judge.tolerance import overrides_for, tolerance_for
