@@ -157,6 +157,12 @@ class GenerationRunner:
                 self._clock.stop()
         return sequences, elapsed
 
+    def settle_memory(self) -> None:
+        """Before a case's first measured round, after its warm-up: freed heap is handed back
+        before the next call, so the warm-up's first-call temporaries stay out of the rounds'
+        peaks (perf/measure/trackers/memory.py)."""
+        self._memory.trim_before_next()
+
     def measure(self) -> RoundMeasurement:
         """One fully instrumented generate call, between two readings of the speed probe."""
         before = self._speed_probe() if self._speed_probe is not None else None

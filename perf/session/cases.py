@@ -101,6 +101,8 @@ class CaseRunner:
             return run
 
         def one_round() -> None:
+            if len(measured) == warmup:
+                runner.settle_memory()
             measured.append(runner.measure())
             if self._progress is not None:
                 n = len(measured)

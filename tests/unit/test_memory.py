@@ -224,7 +224,7 @@ def test_without_the_kernels_mark_the_rss_sampler_runs(monkeypatch):
     del block
 
 
-def test_the_rss_tracker_hands_freed_heap_back_before_its_first_call_only(monkeypatch):
+def test_the_rss_tracker_hands_freed_heap_back_before_its_first_call_and_when_asked(monkeypatch):
     """Trimming before every round made each generate re-fault its pages (a measured round
     +1.8 % over a plain generate, tiny model); a case's later rounds reuse their own heap, and
     each call's peak is still its own (the high-water mark is reset every call)."""
@@ -241,6 +241,12 @@ def test_the_rss_tracker_hands_freed_heap_back_before_its_first_call_only(monkey
         del block
         peaks.append(tracker.result.peak_rss_mib)
     assert len(trims) == 1
+    tracker.trim_before_next()  # a case's first measured round, after its warm-up
+    with tracker.track():
+        pass
+    with tracker.track():
+        pass
+    assert len(trims) == 2
     # the 200 MiB call's peak is its own, and the next call's is reset below it
     assert peaks[1] >= peaks[0] + 150 and peaks[2] <= peaks[1] - 150 + 10
     real(generation=0)

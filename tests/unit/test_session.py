@@ -58,9 +58,11 @@ def test_warm_up_rounds_are_discarded_and_plain_reference_runs_are_counted(sessi
 
     monkeypatch.setattr(runner_type, "plain_e2e_ms", plain)
     monkeypatch.setattr(runner_type, "measure", measure)
+    monkeypatch.setattr(runner_type, "settle_memory", lambda runner: events.append("S"))
     result = session.run(case, pedantic, progress=lines.append)
-    # 2 warm-ups without reference; then pairs alternate order (P M, M P); the last round alone
-    assert "".join(events) == "MM" + "PM" + "MP" + "M"
+    # 2 warm-ups without reference; then pairs alternate order (P M, M P); the last round alone;
+    # the freed heap is handed back (S) right before the first measured round
+    assert "".join(events) == "MM" + "PSM" + "MP" + "M"
     assert len(result.metrics["e2e_latency_ms"].samples) == 3
     assert result.measurement.output_lengths == ((5, 5),) * 3
     assert result.measurement.plain_overhead_pct is not None

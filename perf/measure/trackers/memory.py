@@ -302,6 +302,10 @@ class MemoryTracker:
         self._trimmed = False
         self.result: MemoryResult | None = None
 
+    def trim_before_next(self) -> None:
+        """Hand freed heap back before the next tracked call (CPU; see ``_track_rss``)."""
+        self._trimmed = False
+
     @contextlib.contextmanager
     def track(self) -> Iterator[MemoryTracker]:
         if self._device.is_cuda:
@@ -316,10 +320,13 @@ class MemoryTracker:
         """Peak RSS of the call, measured from a reset so it does not depend on what ran before:
         the kernel's high-water mark is reset (``/proc/self/clear_refs``) and read after the
         call (``VmHWM``). Freed heap is handed back (``trim_host_memory``) before this tracker's
-        first call only, so a case's peak does not carry the previous case's heap; its later
-        calls reuse their own. Trimmed before every call, each generate re-faulted its pages
-        (17,695 minor faults for embedded mixed-b8, 3-10 without) and a measured round ran
-        +1.8 % over a plain generate on the tiny model, its peaks no different. Only where /proc
+        first call and again when asked (``trim_before_next``: before a case's first measured
+        round, after its warm-up, whose first-call temporaries stayed in every round's peak:
+        int4 +100 MiB), so a round's peak carries neither the previous case's heap nor the
+        warm-up's; later rounds reuse their own. Trimmed before every call, each generate
+        re-faulted its pages (17,695 minor faults for embedded mixed-b8, 3-10 without) and a
+        measured round ran +1.8 % over a plain generate on the tiny model, its peaks within 1 %
+        of a trim per case. Only where /proc
         does not allow the reset (not Linux) does a 100 Hz sampler thread run: on two cores it
         cost a measured round +3 % of a tiny-model generate while VmHWM was exact
         (docs/records/2026-12-02-harness-fidelity.md)."""
