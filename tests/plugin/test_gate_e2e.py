@@ -14,11 +14,14 @@ from .test_plugin_e2e import BENCH_TEST
 
 # 7 measured rounds: the one-sided Mann-Whitney test can reach p = 1/3432 at most; each round
 # generates 2 x 16 tokens so that one round takes tens of milliseconds, far above timer noise.
-# The tiny model's rounds are short, and on a loaded 2-core machine two sessions minutes apart
-# differed by up to 56 % (TTFT, measured while another test suite ran): the tolerances below are
-# wide so that the unchanged re-run can never fail, and the injected slowdown (2.5x the time, so
-# -60 % tokens/s) is far beyond them. What the gate resolves at its real tolerances is measured
-# by --perf-calibrate on the real model, not here.
+# The tiny model's rounds are short, and on the shared 2-core CI runner the unchanged re-run,
+# seconds after the save, has twice run at half the saved speed (706 -> 344 tok/s at stop 24's
+# clean clone, 2026-12-02; 720 -> 336-375 tok/s, and 359-499 on re-measurement, in a clean clone
+# later that day: one core taken for the whole run). The tolerances below therefore allow 2.5x
+# the time (-60 % tokens/s), and the injected slowdown (5x the time, -80 % tokens/s, calibrated
+# in the slowed session itself) is beyond them even if the baseline had been recorded 1.5x
+# slow. What the gate resolves at its real tolerances is measured by --perf-calibrate on the
+# real model, not here.
 PYPROJECT = """
 [tool.genperf]
 model = "tiny"
@@ -30,10 +33,10 @@ prompts = "{prompts}"
 baselines = "{baselines}"
 
 [tool.genperf.tolerance]
-output_tokens_per_s = 35
-e2e_latency_ms = 60
+output_tokens_per_s = 60
+e2e_latency_ms = 150
 ttft_ms = 150
-tpot_ms = 60
+tpot_ms = 150
 
 [tool.genperf.config.baseline]
 
@@ -85,8 +88,8 @@ def test_the_gate_passes_an_unchanged_run_and_catches_injected_faults(project, t
     calibration = {c["metric"]: c for c in unchanged["calibration"]}
     assert set(calibration) >= {"output_tokens_per_s", "tpot_ms", "peak_rss_delta_mib"}
     tps = calibration["output_tokens_per_s"]
-    assert (tps["rounds"], tps["baseline_rounds"], tps["tolerance_pct"]) == (7, 7, 35)
-    assert tps["detectable_pct"] >= 35 and tps["rounds_for_target"] >= 5
+    assert (tps["rounds"], tps["baseline_rounds"], tps["tolerance_pct"]) == (7, 7, 60)
+    assert tps["detectable_pct"] >= 60 and tps["rounds_for_target"] >= 5
     same.stdout.fnmatch_lines(["*case*metric*noise %*detects %*", "*calibration: noise is*"])
     assert "### Calibration" in (tmp_path / "r2" / "report.md").read_text()
     # the session's false-alarm budget, shared over the gated metrics its baseline holds; a
