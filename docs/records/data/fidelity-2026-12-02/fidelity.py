@@ -46,18 +46,19 @@ class NoOp:
         return scores
 
 
-def plain_with_processor(runner, loaded, batch, kwargs):
+def plain_with_processor(loaded, batch, sampling):
+    """P's generate with one no-op logits processor (the workload is greedy: the seed is P's)."""
     import torch
     from transformers import LogitsProcessorList
 
-    torch.manual_seed(0)
+    torch.manual_seed(sampling.seed)
     with torch.inference_mode():
         started = time.perf_counter()
         loaded.model.generate(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             logits_processor=LogitsProcessorList([NoOp()]),
-            **kwargs,
+            **sampling.generate_kwargs(),
         )
         return (time.perf_counter() - started) * 1e3
 
@@ -73,7 +74,7 @@ def main(model: str, blocks: int, out: str, chosen: str = "PHM") -> None:
         "P": lambda: runner._generate(with_clock=False)[1] * 1e3,
         "H": lambda: runner._generate(with_clock=True)[1] * 1e3,
         "M": lambda: runner.measure().e2e_ms,
-        "L": lambda: plain_with_processor(runner, loaded, batch, workload.sampling.generate_kwargs()),
+        "L": lambda: plain_with_processor(loaded, batch, workload.sampling),
     }
     kinds = {k: kinds[k] for k in chosen}
     for _ in range(3):
