@@ -61,12 +61,17 @@ baseline: $(STAMP)
 	    $(BENCH_ARGS) --perf-save-baseline --perf-baseline-sessions 3 || exit 1; \
 	done
 
-# --timeout: a hung test must fail CI, not stall it (the slowest test takes ~14 s here).
+# --timeout: a hung test must fail CI, not stall it (the slowest test takes ~40 s here).
+# -n: the suite in TEST_WORKERS processes (pytest-xdist), each with one torch thread
+# (OMP_NUM_THREADS=1, so they never contend for a core); its time is mostly single-threaded
+# Python (imports, tiny-model steps): on this 2-core runner 2 workers took it from 286-305 s to
+# 164 s (docs/decisions.md "Parallel test suite"). genperf refuses --benchmark and --soak under -n.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check perf tests
 	$(BIN)/ruff format --check perf tests
 	$(BIN)/mypy
-	HF_HUB_OFFLINE=1 $(BIN)/pytest --timeout=600
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/pytest --timeout=600 -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .benchmarks

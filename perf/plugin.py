@@ -125,10 +125,31 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     try:
-        config.stash[SESSION_KEY] = PerfSession(options_from_config(config))
+        options = options_from_config(config)
+        session = PerfSession(options)
     except ConfigError as exc:
         raise pytest.UsageError(f"genperf: {exc}") from None
+    measured = [
+        flag
+        for flag, on in ((BENCHMARK_FLAG, options.enabled), (SOAK_FLAG, options.soak.enabled))
+        if on
+    ]
+    if measured and _parallel_workers(config):
+        raise pytest.UsageError(
+            f"genperf: {' and '.join(measured)} cannot run under pytest-xdist (-n/--dist): its"
+            " workers share the cores and memory bandwidth a case measures, and pytest-benchmark"
+            " turns its timer off in them, so nothing would be measured; run without -n (or"
+            " with -n 0 where addopts sets it)"
+        )
+    config.stash[SESSION_KEY] = session
     config.stash[WRITTEN_KEY] = []
+
+
+def _parallel_workers(config: pytest.Config) -> bool:
+    """Whether pytest-xdist spreads this run over worker processes (its ``dist`` option exists
+    only where it is installed; a worker's config carries ``workerinput``). Under -n 2 a
+    measured run used to pass with nothing measured."""
+    return config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
 
 
 def _session(config: pytest.Config) -> PerfSession:

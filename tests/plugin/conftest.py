@@ -33,3 +33,11 @@ def _heavy_modules_stay():
     # and genperf's own modules, so that a name a test patches is the one every run uses
     for module in pkgutil.walk_packages(perf.__path__, "perf."):
         importlib.import_module(module.name)
+
+
+@pytest.fixture(autouse=True)
+def _not_an_xdist_worker(monkeypatch):
+    """A pytester run is a session of its own, not an xdist worker. Under ``make test`` (pytest
+    -n) this process carries PYTEST_XDIST_WORKER, by which pytest-benchmark would take each
+    run for a worker and turn its timer off; the runs' subprocesses inherit the environment."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)

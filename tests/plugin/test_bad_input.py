@@ -102,6 +102,12 @@ PROBES: list[tuple[str, Setup, pytest.ExitCode, str]] = [
     # --- settings and options
     ("rounds-not-a-number", lambda p: ["--perf-rounds", "many"], USAGE, "*--perf-rounds*many*"),
     ("rounds-zero", lambda p: ["--perf-rounds", "0"], USAGE, "*--perf-rounds*"),
+    (  # pytest-benchmark turns its timer off under xdist: this run passed, measuring nothing
+        "measured-under-xdist",
+        lambda p: ["--soak", "-n", "2"],
+        USAGE,
+        "*genperf: --benchmark and --soak cannot run under pytest-xdist (-n/--dist)*",
+    ),
     (
         "toml-unknown-key",
         lambda p: p.edit("rounds = 2", "rounds = 2\nrouds = 3") or [],
