@@ -71,7 +71,7 @@ test: $(STAMP)
 	$(BIN)/ruff check perf tests
 	$(BIN)/ruff format --check perf tests
 	$(BIN)/mypy
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/pytest --timeout=600 -n $(TEST_WORKERS) --dist worksteal
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/pytest --timeout=600 -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .benchmarks

@@ -11,14 +11,8 @@ from pathlib import Path
 from perf.config.settings import AB_MIN_PAIRS, parse_name_list, parse_tolerance
 from perf.judge.gate import ALPHA
 from perf.judge.paired import AB_METRICS, AB_TOLERANCES, PairedOutcome, judge_pairs
-from perf.measure.interleaved import (
-    RESTARTS,
-    ABPlan,
-    Checkout,
-    measure_pairs,
-    worker,
-    worker_parser,
-)
+from perf.measure.ab_worker import worker, worker_parser
+from perf.measure.interleaved import RESTARTS, ABPlan, Checkout, measure_pairs
 from perf.store.jsonio import dumps_stable, write_atomic
 
 

@@ -18,7 +18,7 @@ from perf.errors import BaselineError, ConfigError
 from perf.judge.drift import SessionCase, session_drift
 from perf.judge.outcome import BenchmarkResult
 from perf.measure.fingerprint import Fingerprint
-from perf.report.table import drift_lines
+from perf.report.drift import drift_lines
 from perf.store.baselines import Baseline, BaselineStore
 
 

@@ -134,23 +134,7 @@ class Measurement:
         repeated per round so they compare like any metric (None: not measured here)."""
         if not rounds:
             raise ValueError("a Measurement needs at least one measured round")
-        per_round = [r.metric_values() for r in rounds]
-        names = [n for n in per_round[0] if all(n in values for values in per_round)]
-        metrics = {n: MetricSamples.of(n, tuple(v[n] for v in per_round)) for n in names}
-        for name, value in (readings or {}).items():
-            if value is not None:
-                metrics[name] = MetricSamples.of(name, (value,) * len(rounds))
-        stops = dict.fromkeys(STOP_REASONS, 0)
-        for r in rounds:
-            for reason, count in r.lengths.stop_counts().items():
-                stops[reason] += count
         hook = sorted(100 * r.hook_self_ms / r.e2e_ms for r in rounds)
-        plain_overhead = None
-        if plain_e2e_ms:
-            # Paired: each plain generate ran next to the measured round it is compared with
-            # (before or after it, alternating), so slow drift of the machine cancels out.
-            ratios = tuple(r.e2e_ms / plain for r, plain in zip(rounds, plain_e2e_ms, strict=False))
-            plain_overhead = 100 * (SampleStats(ratios).median - 1)
         memory = rounds[-1].memory
         return cls(
             model=model,
@@ -158,14 +142,14 @@ class Measurement:
             workload=workload,
             device=device,
             dtype=dtype,
-            metrics=metrics,
+            metrics=_round_metrics(rounds, readings or {}),
             output_lengths=tuple(r.lengths.lengths for r in rounds),
-            stop_reasons=stops,
+            stop_reasons=_stop_counts(rounds),
             memory_source=memory.source,
             memory_note=memory.note,
             memory_sample_rate_hz=min(r.memory.sample_rate_hz for r in rounds),
             hook_overhead_pct=hook[len(hook) // 2],
-            plain_overhead_pct=plain_overhead,
+            plain_overhead_pct=_plain_overhead_pct(rounds, plain_e2e_ms),
             plain_e2e_ms=tuple(plain_e2e_ms),
             warmup_e2e_ms=tuple(warmup_e2e_ms),
             details=details,
@@ -276,3 +260,36 @@ class Measurement:
             energy_note=str(data.get("energy_note", "")),
             throttled_rounds=int(str(data.get("throttled_rounds", 0))),
         )
+
+
+def _round_metrics(
+    rounds: Sequence[RoundMeasurement], readings: Mapping[str, float | None]
+) -> dict[str, MetricSamples]:
+    """Every metric all rounds have, and each per-model reading repeated per round."""
+    per_round = [r.metric_values() for r in rounds]
+    names = [n for n in per_round[0] if all(n in values for values in per_round)]
+    metrics = {n: MetricSamples.of(n, tuple(v[n] for v in per_round)) for n in names}
+    for name, value in readings.items():
+        if value is not None:
+            metrics[name] = MetricSamples.of(name, (value,) * len(rounds))
+    return metrics
+
+
+def _stop_counts(rounds: Sequence[RoundMeasurement]) -> dict[str, int]:
+    stops = dict.fromkeys(STOP_REASONS, 0)
+    for r in rounds:
+        for reason, count in r.lengths.stop_counts().items():
+            stops[reason] += count
+    return stops
+
+
+def _plain_overhead_pct(
+    rounds: Sequence[RoundMeasurement], plain_e2e_ms: Sequence[float]
+) -> float | None:
+    """Median measured/plain e2e ratio, in percent over 1. Paired: each plain generate ran next
+    to the measured round it is compared with (before or after it, alternating), so slow drift
+    of the machine cancels out."""
+    if not plain_e2e_ms:
+        return None
+    ratios = tuple(r.e2e_ms / plain for r, plain in zip(rounds, plain_e2e_ms, strict=False))
+    return 100 * (SampleStats(ratios).median - 1)

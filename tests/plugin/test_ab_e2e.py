@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# One xdist worker runs the "machine" tests, one at a time (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("machine")
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -63,7 +68,7 @@ def test_each_side_runs_its_own_code_and_reads_its_own_settings(tmp_path):
         probe += f"\n{config[side]}\n"
         (root / "pyproject.toml").write_text(f"{text}\n{probe}")
         # a code difference each side's report shows: the worker's details string
-        runner = root / "perf" / "measure" / "interleaved.py"
+        runner = root / "perf" / "measure" / "ab_worker.py"
         runner.write_text(
             runner.read_text().replace(
                 "ready = {READY: loaded.details,",

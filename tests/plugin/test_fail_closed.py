@@ -8,6 +8,9 @@ import pytest
 
 from .test_gate_e2e import make_project, run
 
+# One xdist worker runs the "machine" tests, one at a time (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("machine")
+
 
 @pytest.fixture
 def project(pytester, tmp_path):

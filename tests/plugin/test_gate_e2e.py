@@ -12,6 +12,9 @@ from perf.cli.calibrate import main as calibrate_main
 
 from .test_plugin_e2e import BENCH_TEST
 
+# One xdist worker runs the "machine" tests, one at a time (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("machine")
+
 # 7 measured rounds: the one-sided Mann-Whitney test can reach p = 1/3432 at most; each round
 # generates 2 x 16 tokens so that one round takes tens of milliseconds, far above timer noise.
 # The tiny model's rounds are short, and on the shared 2-core CI runner the unchanged re-run,

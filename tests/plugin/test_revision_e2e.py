@@ -12,6 +12,9 @@ import pytest
 
 from .test_plugin_e2e import BENCH_TEST
 
+# One xdist worker runs the "machine" tests, one at a time (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("machine")
+
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = """
 [tool.genperf]
@@ -42,7 +45,7 @@ def reference_checkout(tmp_path, tokens, marker=""):
     text = PYPROJECT.format(prompts=prompts, baselines=tmp_path / "b", tokens=tokens)
     (base / "pyproject.toml").write_text(text)
     if marker:
-        worker = base / "perf" / "measure" / "interleaved.py"
+        worker = base / "perf" / "measure" / "ab_worker.py"
         worker.write_text(
             worker.read_text().replace(
                 "ready = {READY: loaded.details,", f"ready = {{READY: loaded.details + '{marker}',"

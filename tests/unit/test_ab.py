@@ -208,7 +208,7 @@ def test_the_worker_protocol_keeps_stdout_to_itself():
 
     code = (
         "import os, sys\n"
-        "from perf.measure.interleaved import protocol_stream\n"
+        "from perf.measure.ab_worker import protocol_stream\n"
         "protocol = protocol_stream()\n"
         "print('[2026-11-29 02:46:20] [INFO] a library logs to stdout')\n"
         "sys.stdout.flush()\n"

@@ -30,8 +30,8 @@ from perf.judge.tolerance import Tolerance
 from perf.measure.fingerprint import Fingerprint
 from perf.measure.record import Measurement
 from perf.metrics import MetricSamples
+from perf.report.drift import drift_lines
 from perf.report.files import report_document
-from perf.report.table import drift_lines
 from perf.store.baselines import BaselineStore
 
 TPS = "output_tokens_per_s"

@@ -262,6 +262,7 @@ def test_the_speed_probe_runs_only_when_the_gate_normalises(tiny_loaded):
     assert on.speed_probe is not None
 
 
+@pytest.mark.xdist_group("machine")  # inductor compiles in a pool of processes (tests/conftest.py)
 def test_the_compiled_config_compiles_in_its_first_call_and_keeps_the_greedy_tokens(tiny_loaded):
     """compile = true for real on the tiny model: transformers' static cache and a compiled
     decode step (inductor on this CPU); the first call compiles, later calls reuse it, and the
