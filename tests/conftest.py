@@ -1,11 +1,12 @@
 """Fixtures shared by the test suite (the genperf plugin's own fixtures come from the plugin).
 
 ``make test`` runs the suite in pytest-xdist workers (``--dist loadgroup``), one torch thread
-each. Two kinds of test carry ``pytest.mark.xdist_group("machine")``, so that one worker runs them
-one after another and never beside each other: those that start processes of their own or
+each. Three kinds of test carry ``pytest.mark.xdist_group("machine")``, so that one worker runs
+them one after another and never beside each other: those that start processes of their own or
 compile (A/B workers, inductor's compile pool), which take more than their worker's core while
-they run, and those that compare timings across sessions (a stored baseline, then a run
-against it), which such a burst next door distorted: the gate's end-to-end test once saved its
+they run; the GPU tests, which read the whole device's memory; and those that compare timings
+across sessions (a stored baseline, then a run against it), which such a burst next door
+distorted: the gate's end-to-end test once saved its
 baseline at 245 tok/s and re-ran at 420-600, so its 5x planted slowdown stayed within tolerance.
 """
 

@@ -10,7 +10,8 @@ import pytest
 from perf.measure.device import DeviceInfo
 from perf.measure.trackers.memory import MIB, MemoryTracker, NvmlProbe, pci_bus_id
 
-pytestmark = pytest.mark.gpu
+# the device's memory is read through NVML: one GPU test at a time, never beside another worker's
+pytestmark = [pytest.mark.gpu, pytest.mark.xdist_group("machine")]
 
 BLOCK_MIB = 1024
 
