@@ -65,7 +65,7 @@ baseline: $(STAMP)
 # -n: the suite in TEST_WORKERS processes (pytest-xdist), each with one torch thread
 # (OMP_NUM_THREADS=1, so they never contend for a core); its time is mostly single-threaded
 # Python (imports, tiny-model steps): on this 2-core runner 2 workers took it from 286-305 s to
-# 148-152 s (docs/decisions.md "Parallel test suite"). --dist loadgroup: the tests marked
+# 139-183 s (docs/decisions.md "Parallel test suite"). --dist loadgroup: the tests marked
 # xdist_group("machine") run on one worker, one at a time (tests/conftest.py says which and why).
 # genperf itself refuses --benchmark and --soak under -n.
 TEST_WORKERS ?= 2

@@ -56,9 +56,8 @@ class Fault:
 
 class InjectedDelay:
     """A logits processor that waits at every step, before the step clock (a stopping criterion,
-    called after the processors) stamps it: ``first``
-    seconds at the first step (so the time to first token grows too), ``seconds`` at every
-    later one."""
+    called after the processors) stamps it: ``first`` seconds at the first step (so the time to
+    first token grows too), ``seconds`` at every later one."""
 
     def __init__(self, seconds: float, first: float = 0.0) -> None:
         self.seconds = seconds

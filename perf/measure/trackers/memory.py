@@ -326,10 +326,9 @@ class MemoryTracker:
         warm-up's; later rounds reuse their own. Trimmed before every call, each generate
         re-faulted its pages (17,695 minor faults for embedded mixed-b8, 3-10 without) and a
         measured round ran +1.8 % over a plain generate on the tiny model, its peaks within 1 %
-        of a trim per case. Only where /proc
-        does not allow the reset (not Linux) does a 100 Hz sampler thread run: on two cores it
-        cost a measured round +3 % of a tiny-model generate while VmHWM was exact
-        (docs/records/2026-12-02-harness-fidelity.md)."""
+        of a trim per case. Only where /proc does not allow the reset (not Linux) does a 100 Hz
+        sampler thread run: on two cores it cost a measured round +3 % of a tiny-model generate
+        while VmHWM was exact (docs/records/2026-12-02-harness-fidelity.md)."""
         import psutil
 
         process = psutil.Process()
